@@ -1,0 +1,33 @@
+"""The one dispatch point: what `auto` picks, and the XLA-context check."""
+
+import numpy as np
+import tensorflow as tf
+
+import wiou_ops
+from wiou_ops import _dispatch
+
+
+def test_xla_context_detection():
+    seen = {}
+
+    def probe(x, key):
+        seen[key] = _dispatch.in_xla_context()
+        return x
+
+    probe(tf.constant(1.0), "eager")
+    tf.function(lambda x: probe(x, "graph"))(tf.constant(1.0))
+    tf.function(lambda x: probe(x, "jit"), jit_compile=True)(tf.constant(1.0))
+    outer = tf.function(lambda x: tf.function(lambda y: probe(y, "nested"))(x), jit_compile=True)
+    outer(tf.constant(1.0))
+    assert seen == {"eager": False, "graph": False, "jit": True, "nested": True}
+
+
+def test_available_and_recorded():
+    assert set(wiou_ops.available_implementations()) >= {"xla", "graph"}
+    y = np.zeros((1, 4, 4, 1), np.float32)
+    p = np.full((1, 4, 4, 1), 0.3, np.float32)
+    for impl in wiou_ops.available_implementations():
+        wiou_ops.weighted_iou_loss(y, p, implementation=impl)
+        assert wiou_ops.last_implementation() == impl
+    wiou_ops.weighted_iou_loss(y, p)
+    assert wiou_ops.last_implementation() == "xla"
