@@ -1,26 +1,46 @@
 # The two commands: `make bench` (main job) and `make test`.
-# Each builds .venv on first use (Python 3.11, pip) and is idempotent.
+# Each builds .venv on first use (Python 3.11, gcc, pip) and is idempotent.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+CXX ?= g++
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NATIVE := wiou_ops/_wiou_ops_native.so
+KERNEL_SOURCES := $(wildcard kernels/*.cc kernels/*.h)
+# -Wno-*uninitialized: GCC 12 false positives inside its own AVX-512 intrinsic headers.
+LOOP_FLAGS := -std=c++17 -O3 -march=native -fno-strict-aliasing -Wall -Wextra \
+	-Wno-uninitialized -Wno-maybe-uninitialized
 
-.PHONY: test bench venv clean
+.PHONY: test bench venv native kernel-test clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+# Dependencies (TensorFlow from tensorflow-cpu, pinned in pyproject.toml) and
+# the package, editable.
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The native CPU kernel, compiled against the venv's TensorFlow (setup.py).
+native: $(NATIVE)
+$(NATIVE): $(STAMP) setup.py $(KERNEL_SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+
+# The kernel math on its own, without TensorFlow.
+kernel-test: build/test_wiou_math
+	build/test_wiou_math
+build/test_wiou_math: $(KERNEL_SOURCES)
+	mkdir -p build
+	$(CXX) $(LOOP_FLAGS) -Ikernels kernels/test_wiou_math.cc kernels/wiou_math_instances.cc -o $@
+
+test: $(STAMP) $(NATIVE) kernel-test
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/wiou-bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(NATIVE)

@@ -66,3 +66,13 @@ def rel_err(actual, expected):
     if scale == 0.0:
         return float(diff)
     return float(diff / scale)
+
+
+def expected_auto(in_xla, pred_dtype="float32"):
+    """What `auto` must pick on this CPU-only test machine (DESIGN.md, Dispatch)."""
+    import wiou_ops
+
+    native = "native" in wiou_ops.available_implementations()
+    if in_xla or not native or pred_dtype not in ("float32", "float16", "bfloat16"):
+        return "xla"
+    return "native"

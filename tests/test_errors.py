@@ -39,11 +39,6 @@ def test_unknown_keyword_is_named():
         wiou_ops.weighted_iou_loss(Y, P, weight_fg=2.0)
 
 
-def test_native_not_built_yet():
-    with pytest.raises(NotImplementedError, match="#3"):
-        wiou_ops.weighted_iou_loss(Y, P, implementation="native")
-
-
 @pytest.mark.parametrize("trace", [False, True], ids=["eager", "traced"])
 def test_shape_mismatch(trace):
     loss = wiou_ops.WeightedIoULoss()

@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 
 import wiou_ops
+from tests import helpers
 
 STEPS, BATCH = 5, 8
 
 
 def _segmentation_model():
     inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    # tanh, not relu: a smooth model, so float32 rounding differences of one ulp
+    # cannot flip a relu unit and grow into a spurious mismatch.
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
     outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(x)
     return keras.Model(inputs, outputs)
 
@@ -59,7 +62,7 @@ def test_training_matches_seed(jit_compile, kind):
         make_model, wiou_ops.SeedWeightedIoULoss(0.5, 1.5), data, jit_compile, initial)
     ours_weights, ours_loss = _train(
         make_model, wiou_ops.WeightedIoULoss(0.5, 1.5), data, jit_compile, initial)
-    assert wiou_ops.last_implementation() == "xla"
+    assert wiou_ops.last_implementation() == helpers.expected_auto(in_xla=jit_compile)
     np.testing.assert_allclose(ours_loss, seed_loss, rtol=1e-5)
     moved = max(np.max(np.abs(w - w0)) for w, w0 in zip(seed_weights, initial))
     assert moved > 1e-3, "training did not move the weights: the parity check would be empty"

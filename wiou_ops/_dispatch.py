@@ -1,17 +1,17 @@
 """The one place that picks an implementation of the fused loss.
 
-Rules (DESIGN.md, "Dispatch"):
+Rules (DESIGN.md, "Dispatch"), for ``implementation="auto"``:
 
 * inside an XLA context (a user's ``jit_compile=True`` step, TPU) -> ``xla``:
-  anything else would break the user's compile;
-* CPU tensors outside XLA with the native op loaded -> ``native`` (not built
-  yet: issue #3);
-* otherwise -> ``xla`` (its own nested ``jit_compile``), on GPU and, until the
-  native op lands, on CPU too. DESIGN.md sends CPU to ``graph`` because
-  XLA:CPU runs the *seed* no faster than graph mode; the fused loss is a
-  different story: measured at 16x512x512x1 float32 forward+backward on the
-  2-core CI machine, ``xla`` 9.5 ms against ``graph`` 16.8 ms (report in
-  benchmarks/results/). ``graph`` stays available by name.
+  a native op there would break the user's compile;
+* CPU tensors outside XLA, native op loaded, dtypes it has kernels for ->
+  ``native``;
+* otherwise -> ``xla`` (its own nested ``jit_compile``): on GPU, and on CPU
+  when the native op is missing. DESIGN.md names ``graph`` for that last case
+  because XLA:CPU runs the *seed* no faster than graph mode; for the fused
+  loss XLA:CPU is the faster one (16x512x512x1 float32 forward+backward on the
+  2-core CI machine: ``xla`` ~10 ms, ``graph`` ~16 ms; benchmarks/results/).
+  ``graph`` stays available by name.
 
 ``last_implementation()`` tells which one the most recent call (or trace)
 used, so tests and users can check the dispatch.
@@ -19,7 +19,7 @@ used, so tests and users can check the dispatch.
 
 import tensorflow as tf
 
-from wiou_ops import _xla
+from wiou_ops import _native, _xla
 
 try:  # private but stable for years; the same check tf.function itself uses.
     from tensorflow.python.framework import ops as _tf_ops
@@ -30,13 +30,14 @@ except ImportError:  # pragma: no cover
 IMPLEMENTATION_CHOICES = ("auto", "xla", "native", "graph")
 
 _IMPLEMENTATIONS = {"xla": _xla.XLA, "graph": _xla.GRAPH}
-_NOT_BUILT = {"native": "the native CPU kernel lands with issue #3 (kernels/)"}
+if _native.NATIVE is not None:
+    _IMPLEMENTATIONS = {"native": _native.NATIVE, **_IMPLEMENTATIONS}
 
 _last = None
 
 
 def available_implementations():
-    """Names of the implementations usable in this process, e.g. ['xla', 'graph']."""
+    """Names of the implementations usable in this process, e.g. ['native', 'xla', 'graph']."""
     return list(_IMPLEMENTATIONS)
 
 
@@ -52,18 +53,48 @@ def in_xla_context():
     return _control_flow_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph())
 
 
-def select(implementation, y_pred):
-    """Returns the implementation object for ``implementation`` and ``y_pred``."""
+def _on_cpu(tensor):
+    if not tf.config.list_logical_devices("GPU"):
+        return True
+    # With a GPU visible, an unplaced graph tensor will most likely go there.
+    return "CPU" in (getattr(tensor, "device", "") or "").upper()
+
+
+def _check_native(y_true, y_pred):
+    if "native" not in _IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation='native' is not available: {_native.UNAVAILABLE_REASON}. "
+            f"Available: {available_implementations()}."
+        )
+    if in_xla_context():
+        raise ValueError(
+            "implementation='native' cannot run inside an XLA computation "
+            "(jit_compile=True or TPU): use 'auto' or 'xla' there."
+        )
+    if not _native.supports(y_true, y_pred):
+        raise TypeError(
+            "implementation='native' has kernels for y_pred float32/float16/bfloat16 and "
+            "y_true float32/float16/bfloat16/uint8/int32/bool, got y_pred "
+            f"{y_pred.dtype.name} and y_true {y_true.dtype.name}."
+        )
+
+
+def select(implementation, y_true, y_pred):
+    """Returns the implementation object for ``implementation`` and these inputs."""
     global _last
     if implementation == "auto":
-        name = "xla"
+        use_native = (
+            "native" in _IMPLEMENTATIONS
+            and not in_xla_context()
+            and _on_cpu(y_pred)
+            and _native.supports(y_true, y_pred)
+        )
+        name = "native" if use_native else "xla"
+    elif implementation == "native":
+        _check_native(y_true, y_pred)
+        name = "native"
     elif implementation in _IMPLEMENTATIONS:
         name = implementation
-    elif implementation in _NOT_BUILT:
-        raise NotImplementedError(
-            f"implementation={implementation!r} is not available: "
-            f"{_NOT_BUILT[implementation]}. Available: {available_implementations()}."
-        )
     else:
         raise ValueError(
             f"Unknown implementation={implementation!r}; "

@@ -1,6 +1,6 @@
-"""Fused seed-mode IoU sums and their hand-written gradient (TensorFlow).
+"""Fused seed-mode IoU sums and their hand-written gradient in TensorFlow ops.
 
-One piece of math, two ways to run it:
+One piece of math (wrapped by ``_fused.FusedSeedIoU``), two ways to run it:
 
 * ``xla``: forward and backward are each one ``tf.function(jit_compile=True)``;
   the three sums come from one fused pass over ``y_true`` and ``y_pred``, the
@@ -22,6 +22,8 @@ the forward, no saved intermediates.
 """
 
 import tensorflow as tf
+
+from wiou_ops._fused import FusedSeedIoU
 
 try:  # XLA-only op; keeps XLA from merging the levels of a blocked sum.
     from tensorflow.compiler.tf2xla.python.xla import optimization_barrier
@@ -109,47 +111,14 @@ def _make_seed_sums(sum_fn):
     return seed_sums
 
 
-class FusedSeedIoU:
-    """Seed-mode ``L`` and ``Sy`` with a hand-written gradient.
-
-    ``jit=True`` compiles forward and backward with XLA (``xla``);
-    ``jit=False`` runs them as graph ops (``graph``).
-    """
-
-    def __init__(self, name, jit):
-        self.name = name
-        sum_fn = _blocked_sum if jit else _plain_sum
-        forward = _make_seed_sums(sum_fn)
-        backward = _seed_gradient
-        if jit:
-            forward = tf.function(forward, jit_compile=True, reduce_retracing=True)
-            backward = tf.function(backward, jit_compile=True, reduce_retracing=True)
-        self._forward = forward
-        self._backward = backward
-
-    def sums(self, y_true, y_pred, epsilon):
-        """[I, U, Sy] in the accumulation dtype (no gradient attached)."""
-        return self._forward(y_true, y_pred, epsilon)
-
-    def log_iou_loss(self, y_true, y_pred, epsilon):
-        """Returns ``(L, Sy)``; ``L`` carries the hand-written gradient."""
-
-        @tf.custom_gradient
-        def fused(labels, predictions):
-            sums = self._forward(labels, predictions, epsilon)
-            eps = tf.constant(epsilon, sums.dtype)
-            loss = -tf.math.log((sums[0] + eps) / (sums[1] + eps))
-
-            def grad(d_loss, d_sum_y=None):
-                # Sy does not depend on y_pred; labels get no gradient.
-                del d_sum_y
-                d_loss = tf.cast(d_loss, sums.dtype)
-                return None, self._backward(labels, predictions, sums, epsilon, d_loss)
-
-            return (loss, sums[2]), grad
-
-        return fused(y_true, y_pred)
+def _make(name, jit):
+    forward = _make_seed_sums(_blocked_sum if jit else _plain_sum)
+    backward = _seed_gradient
+    if jit:
+        forward = tf.function(forward, jit_compile=True, reduce_retracing=True)
+        backward = tf.function(backward, jit_compile=True, reduce_retracing=True)
+    return FusedSeedIoU(name, forward, backward)
 
 
-XLA = FusedSeedIoU("xla", jit=True)
-GRAPH = FusedSeedIoU("graph", jit=False)
+XLA = _make("xla", jit=True)
+GRAPH = _make("graph", jit=False)

@@ -1,0 +1,91 @@
+"""The native CPU kernel (kernels/): loading, version check, the ``native`` implementation.
+
+``setup.py`` compiles ``kernels/`` into ``_wiou_ops_native.so`` against the
+installed TensorFlow and stamps that TensorFlow's version into the file
+(``WIOU_BUILT_FOR_TENSORFLOW=...``). Loading an op library built for another
+TensorFlow can crash the process, so the stamp is read from the file's bytes
+and a mismatch is refused before loading. Whatever
+stops the op (not built, no compiler at install, another TensorFlow, a load
+error) gives one warning and ``native`` is simply not offered;
+``WIOU_OPS_DISABLE_NATIVE=1`` turns it off silently.
+
+The kernels take y_pred float32/float16/bfloat16 and y_true
+float32/float16/bfloat16/uint8/int32/bool; other dtypes go to ``xla``.
+"""
+
+import os
+import pathlib
+import re
+import warnings
+
+import tensorflow as tf
+
+from wiou_ops._fused import FusedSeedIoU
+
+LIBRARY_NAME = "_wiou_ops_native.so"
+_STAMP = re.compile(rb"WIOU_BUILT_FOR_TENSORFLOW=([0-9A-Za-z.+\-]+)\n")
+DISABLE_VARIABLE = "WIOU_OPS_DISABLE_NATIVE"
+
+PRED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+TRUE_DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.uint8, tf.int32, tf.bool)
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+def load(directory=_HERE):
+    """Returns ``(op_library, None)`` or ``(None, reason it is not available)``."""
+    if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
+        return None, f"disabled by {DISABLE_VARIABLE}"
+    directory = pathlib.Path(directory)
+    library = directory / LIBRARY_NAME
+    if not library.exists():
+        return None, (
+            "the native CPU kernel is not built (no C++ compiler or no TensorFlow when the "
+            "package was built); build it with `pip install --no-build-isolation -e .` "
+            "or `make test`"
+        )
+    stamp = _STAMP.search(library.read_bytes())
+    if stamp is None:
+        return None, f"{library} carries no TensorFlow version stamp; rebuild it"
+    built_for = stamp.group(1).decode()
+    if built_for != tf.__version__:
+        return None, (
+            f"the native CPU kernel was built for TensorFlow {built_for}, but TensorFlow "
+            f"{tf.__version__} is running; rebuild it with `pip install --no-build-isolation -e .`"
+        )
+    try:
+        return tf.load_op_library(str(library)), None
+    except (tf.errors.NotFoundError, OSError) as err:
+        return None, f"the native CPU kernel failed to load: {err}"
+
+
+def supports(y_true, y_pred):
+    """True when the kernels are registered for these dtypes."""
+    return y_pred.dtype in PRED_DTYPES and y_true.dtype in TRUE_DTYPES
+
+
+def stream_read(x):
+    """Sum of a float32 tensor at streaming-read speed (benchmark instrument), or None."""
+    if _library is None:
+        return None
+    return _library.wiou_stream_read(x)
+
+
+def make(library):
+    def forward(y_true, y_pred, epsilon):
+        return library.wiou_seed_sums(y_true, y_pred, epsilon=epsilon)
+
+    def backward(y_true, y_pred, sums, epsilon, upstream):
+        return library.wiou_seed_grad(y_true, y_pred, sums, upstream, epsilon=epsilon)
+
+    return FusedSeedIoU("native", forward, backward)
+
+
+_library, UNAVAILABLE_REASON = load()
+NATIVE = make(_library) if _library is not None else None
+if NATIVE is None and not UNAVAILABLE_REASON.startswith("disabled"):
+    warnings.warn(
+        f"wiou_ops: {UNAVAILABLE_REASON}. Falling back to the 'xla' implementation on CPU.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
