@@ -22,18 +22,16 @@ class FusedSeedIoU:
         self._forward = forward
         self._backward = backward
 
-    def sums(self, y_true, y_pred, epsilon):
-        """[I, U, Sy], float32 (float64 for float64 predictions), no gradient attached."""
-        return self._forward(y_true, y_pred, epsilon)
-
     def log_iou_loss(self, y_true, y_pred, epsilon):
         """Returns ``(L, Sy)``; ``L`` carries the hand-written gradient."""
 
         @tf.custom_gradient
         def fused(labels, predictions):
             sums = self._forward(labels, predictions, epsilon)
+            # One unstack, not three slices: eager slicing costs ~0.1 ms each.
+            intersection, union, sum_y = tf.unstack(sums)
             eps = tf.constant(epsilon, sums.dtype)
-            loss = -tf.math.log((sums[0] + eps) / (sums[1] + eps))
+            loss = -tf.math.log((intersection + eps) / (union + eps))
 
             def grad(d_loss, d_sum_y=None):
                 # Sy does not depend on y_pred; labels get no gradient.
@@ -41,6 +39,6 @@ class FusedSeedIoU:
                 d_loss = tf.cast(d_loss, sums.dtype)
                 return None, self._backward(labels, predictions, sums, epsilon, d_loss)
 
-            return (loss, sums[2]), grad
+            return (loss, sum_y), grad
 
         return fused(y_true, y_pred)

@@ -90,7 +90,7 @@ def _variants(tf, wiou_ops, y_true, y_pred, implementations):
     return {name: call(fn) for name, fn in runs.items()}, runs
 
 
-def _relative_error(tf, fn, y_true, y_pred, want):
+def _relative_error(fn, y_true, y_pred, want):
     got = float(fn(y_true, y_pred)[0].numpy())
     return abs(got - want) / abs(want)
 
@@ -174,7 +174,7 @@ def run(args):
                 stats = harness.summarize(secs)
                 stats["samples_s"] = secs
                 stats["effective_gbps"] = nbytes / stats["median_ms"] / 1e6
-                stats["rel_error"] = _relative_error(tf, runs[name], y_true, y_pred, want)
+                stats["rel_error"] = _relative_error(runs[name], y_true, y_pred, want)
                 case["variants"][name] = stats
             results["cases"].append(case)
             del calls, runs
