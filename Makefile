@@ -36,8 +36,10 @@ build/test_wiou_math: $(KERNEL_SOURCES)
 	mkdir -p build
 	$(CXX) $(LOOP_FLAGS) -Ikernels kernels/test_wiou_math.cc kernels/wiou_math_instances.cc -o $@
 
+# The unit tests, plus a seconds-long smoke of the pytest-benchmark suites
+# (tiny inputs, each benchmark run once).
 test: $(STAMP) $(NATIVE) kernel-test
-	$(PY) -m pytest -q
+	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q tests benchmarks --benchmark-disable
 
 bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/wiou-bench

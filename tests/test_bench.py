@@ -1,11 +1,11 @@
-"""The report tool: statistics on known inputs, byte counts, a seconds-long run."""
+"""The report tool: statistics on known inputs, byte counts, schema, report and plot."""
 
 import json
 
 import pytest
 
 from wiou_ops.bench import __main__ as bench
-from wiou_ops.bench import harness
+from wiou_ops.bench import harness, memory, variants
 
 
 def test_summarize_known_samples():
@@ -26,24 +26,48 @@ def test_interleaved_order_rotates():
     assert all(len(v) == 3 and all(s == 1 for s in v) for v in samples.values())
 
 
-def test_forward_backward_bytes():
-    # float32 y and p: read both twice (16 B), write a float32 gradient (4 B).
+def test_byte_counts():
+    # forward: read float32 y and p once (8 B); forward+backward: twice, plus the gradient.
+    assert harness.forward_bytes(10, 4, 4) == 80
     assert harness.forward_backward_bytes(10, 4, 4) == 200
     # bfloat16 p, uint8 y: 2·(2 + 1) + 2 = 8 B per element.
     assert harness.forward_backward_bytes(10, 2, 1) == 80
 
 
-def test_bad_sizes_are_named():
-    with pytest.raises(SystemExit):
-        bench.main(["--sizes", "16xabc"])
+@pytest.mark.parametrize("argv", [["--sizes", "16xabc"], ["--dtypes", "float32"],
+                                  ["--dtypes", "int8/uint8"], ["--rounds", "0"],
+                                  ["--implementations", "cuda"]])
+def test_bad_arguments_exit_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv + ["--quick", "--sizes", "1x8x8x1"] if argv[0] != "--sizes" else argv)
+    assert exit_info.value.code != 0
+    assert argv[0].lstrip("-") in (capsys.readouterr().err + str(exit_info.value.code))
 
 
-def test_quick_run_writes_report(tmp_path):
-    bench.main(["--quick", "--sizes", "2x32x32x1", "--out", str(tmp_path)])
+def test_quick_run_writes_schema_report_and_plot(tmp_path):
+    bench.main(["--quick", "--sizes", "2x32x32x1", "--dtypes", "bfloat16/uint8",
+                "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
-    variants = results["cases"][0]["variants"]
-    assert {"seed eager", "seed tf.function", "seed jit_compile"} <= set(variants)
-    for stats in variants.values():
-        assert stats["n"] == 5 and stats["median_ms"] > 0
-        assert stats["rel_error"] < 1e-4
+    for key in ("device", "cpu", "cores", "tensorflow", "keras", "timestamp", "rounds", "cases"):
+        assert key in results
+    assert {c["pass"] for c in results["cases"]} == set(variants.PASSES)
+    for case in results["cases"]:
+        assert case["pred_dtype"] == "bfloat16" and case["true_dtype"] == "uint8"
+        assert case["read_gbps"] > 0 and case["bytes"] > 0
+        assert set(case["variants"]) == set(variants.variant_names(
+            __import__("wiou_ops").available_implementations()))
+        for stats in case["variants"].values():
+            assert stats["n"] == 5 and len(stats["samples_s"]) == 5 and stats["median_ms"] > 0
+            assert stats["rel_error"] < 1e-4
     assert "| seed tf.function |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peak_memory_of_a_variant():
+    """16 MB gradient output: the native fused loss needs about that, the seed far more."""
+    shape = (16, 512, 512, 1)
+    native = memory.measure("wiou_ops native tf.function", "forward+backward", shape,
+                            "float32", "float32")
+    seed = memory.measure("seed tf.function", "forward+backward", shape, "float32", "float32")
+    assert 8e6 < native < 64e6
+    assert seed > 2 * native

@@ -1,13 +1,15 @@
-"""``wiou-bench`` / ``python -m wiou_ops.bench``: seed class vs wiou_ops, forward+backward.
+"""``wiou-bench`` / ``python -m wiou_ops.bench``: the seed class vs every wiou_ops implementation.
 
-Every variant is timed in the same process, interleaved, after warm-up; the
-speed-ups are against the seed class measured in the same run. A streaming
-read bandwidth measured in the same run gives the byte floor.
+Protocol (DESIGN.md): every variant timed in the same process, interleaved
+(A B C A B C), after warm-up; median/p20/p80; speed-ups against the seed class
+measured in the same run; streaming read bandwidth measured in the same run
+gives the byte floor; peak memory per variant from a fresh process; relative
+error of the loss against float64. Writes results.json (every sample, device,
+versions, cores, timestamp), report.md and report.png.
 """
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import platform
@@ -16,10 +18,11 @@ import sys
 
 import numpy as np
 
-from wiou_ops.bench import harness
+from wiou_ops.bench import harness, memory, report, variants
 
-DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"], "gpu": ["64x512x512x1", "256x512x512x1"]}
-DEFAULT_DTYPES = ["float32/float32", "bfloat16/uint8"]
+DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"],
+                 "gpu": ["64x512x512x1", "256x512x512x1", "1024x512x512x1"]}
+DEFAULT_DTYPES = ["float32/float32", "float32/uint8", "bfloat16/float32", "bfloat16/uint8"]
 PRED_DTYPES = ("float32", "float16", "bfloat16")
 TRUE_DTYPES = ("float32", "float16", "bfloat16", "uint8", "bool")
 
@@ -59,48 +62,13 @@ def machine_slug(device):
     return f"{device}-{cpu}-{os.cpu_count()}c"
 
 
-def _variants(tf, wiou_ops, y_true, y_pred, implementations):
-    """name -> callable running forward+backward once and returning the loss."""
-    seed = wiou_ops.SeedWeightedIoULoss(0.5, 1.5)
-
-    def fwd_bwd(loss_fn):
-        def run(y_true, y_pred):
-            with tf.GradientTape() as tape:
-                tape.watch(y_pred)
-                loss = loss_fn(y_true, y_pred)
-            return loss, tape.gradient(loss, y_pred)
-        return run
-
-    def seed_upcast(y_true, y_pred):  # what Keras does before the seed's call()
-        return seed(tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32))
-
-    runs = {
-        "seed eager": fwd_bwd(seed_upcast),
-        "seed tf.function": tf.function(fwd_bwd(seed_upcast)),
-        "seed jit_compile": tf.function(fwd_bwd(seed_upcast), jit_compile=True),
-    }
-    for impl in implementations:
-        loss = wiou_ops.WeightedIoULoss(0.5, 1.5, implementation=impl)
-        runs[f"wiou_ops {impl} tf.function"] = tf.function(fwd_bwd(loss))
-    runs["wiou_ops auto eager"] = fwd_bwd(wiou_ops.WeightedIoULoss(0.5, 1.5))
-
-    def call(fn):
-        return lambda: fn(y_true, y_pred)[0].numpy()
-
-    return {name: call(fn) for name, fn in runs.items()}, runs
-
-
-def _relative_error(fn, y_true, y_pred, want):
-    got = float(fn(y_true, y_pred)[0].numpy())
-    return abs(got - want) / abs(want)
-
-
 def _oracle(y, p):
     y = np.asarray(y, np.float64)
     lo, hi = float(np.float32(1e-7)), float(np.float32(1 - 1e-7))
     p = np.clip(np.asarray(p, np.float64), lo, hi)
     inter, union = np.sum(y * p), np.sum(y + p - y * p)
-    return -np.log((inter + lo) / (union + lo)) * np.mean(0.5 * (1 - y) + 1.5 * y)
+    weights = variants.WEIGHTS[0] * (1 - y) + variants.WEIGHTS[1] * y
+    return -np.log((inter + lo) / (union + lo)) * np.mean(weights)
 
 
 def _read_bandwidth(tf, nbytes, rounds):
@@ -121,8 +89,13 @@ def _read_bandwidth(tf, nbytes, rounds):
     return max(gbps.values()), gbps
 
 
+def _progress(message):
+    print(f"[wiou-bench] {message}", file=sys.stderr, flush=True)
+
+
 def run(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
     import tensorflow as tf
 
     import wiou_ops
@@ -130,122 +103,103 @@ def run(args):
     if args.device == "cpu":
         tf.config.set_visible_devices([], "GPU")
     elif not tf.config.list_physical_devices("GPU"):
-        raise SystemExit("wiou-bench: --device gpu asked for, but TensorFlow sees no GPU.")
+        raise SystemExit("wiou-bench: --device gpu asked for, but TensorFlow sees no GPU "
+                         "(for a JAX-only GPU machine use benchmarks/gpu_jax_bench.py).")
     available = wiou_ops.available_implementations()
     implementations = args.implementations or available
     unknown = sorted(set(implementations) - set(available))
     if unknown:
-        raise SystemExit(f"wiou-bench: --implementations {unknown} not available; have {available}.")
-
+        raise SystemExit(f"wiou-bench: --implementations {unknown} not available; "
+                         f"have {available}.")
+    names = variants.variant_names(implementations)
     rounds = 5 if args.quick else args.rounds
     results = {
-        "device": args.device,
-        "cpu": _cpu_name(),
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": __import__("keras").__version__,
-        "wiou_ops": wiou_ops.__version__,
+        "device": args.device, "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "python": sys.version.split()[0], "tensorflow": tf.__version__,
+        "keras": keras.__version__, "wiou_ops": wiou_ops.__version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "rounds": rounds,
-        "cases": [],
+        "rounds": rounds, "cases": [],
     }
-    rng = np.random.default_rng(0)
+    total = len(args.sizes) * len(args.dtypes) * len(args.passes)
+    done = 0
     for shape in args.sizes:
         n = int(np.prod(shape))
-        y_mask = rng.random(shape, dtype=np.float32) < 0.05
-        p_np = rng.random(shape, dtype=np.float32)
         bandwidth, probes = _read_bandwidth(tf, max(4 * n, 1 << 26), rounds)
         for pred_dtype, true_dtype in args.dtypes:
-            y_true = tf.cast(tf.constant(y_mask), true_dtype)
-            y_pred = tf.cast(tf.constant(p_np), pred_dtype)
-            calls, runs = _variants(tf, wiou_ops, y_true, y_pred, implementations)
-            label = f"{'x'.join(map(str, shape))} {pred_dtype}/{true_dtype}"
-            print(f"[wiou-bench] {label}: {len(calls)} variants x {rounds} rounds",
-                  file=sys.stderr, flush=True)
-            samples = harness.interleaved_times(calls, rounds=rounds,
-                                                warmup=2 if args.quick else 3)
-            nbytes = harness.forward_backward_bytes(n, y_pred.dtype.size, y_true.dtype.size)
-            want = _oracle(tf.cast(y_true, tf.float64).numpy(), tf.cast(y_pred, tf.float64).numpy())
-            case = {"shape": list(shape), "pred_dtype": pred_dtype, "true_dtype": true_dtype,
-                    "pass": "forward+backward", "bytes": nbytes, "read_gbps": bandwidth,
-                    "read_probes_gbps": probes, "variants": {}}
-            for name, secs in samples.items():
-                stats = harness.summarize(secs)
-                stats["samples_s"] = secs
-                stats["effective_gbps"] = nbytes / stats["median_ms"] / 1e6
-                stats["rel_error"] = _relative_error(runs[name], y_true, y_pred, want)
-                case["variants"][name] = stats
-            results["cases"].append(case)
-            del calls, runs
+            y_true, y_pred = variants.make_inputs(shape, pred_dtype, true_dtype)
+            want = _oracle(tf.cast(y_true, tf.float64).numpy(),
+                           tf.cast(y_pred, tf.float64).numpy())
+            for pass_name in args.passes:
+                done += 1
+                label = f"{'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} {pass_name}"
+                _progress(f"[{done}/{total}] {label}: {len(names)} variants x {rounds} rounds")
+                runs = {name: variants.build(name, pass_name) for name in names}
+                calls = {name: (lambda fn=fn: fn(y_true, y_pred)[0].numpy())
+                         for name, fn in runs.items()}
+                samples = harness.interleaved_times(calls, rounds=rounds,
+                                                    warmup=2 if args.quick else 3)
+                if pass_name == "forward":
+                    nbytes = harness.forward_bytes(n, y_pred.dtype.size, y_true.dtype.size)
+                else:
+                    nbytes = harness.forward_backward_bytes(n, y_pred.dtype.size,
+                                                            y_true.dtype.size)
+                case = {"shape": list(shape), "pred_dtype": pred_dtype,
+                        "true_dtype": true_dtype, "pass": pass_name, "bytes": nbytes,
+                        "read_gbps": bandwidth, "read_probes_gbps": probes, "variants": {}}
+                for name, secs in samples.items():
+                    stats = harness.summarize(secs)
+                    stats["samples_s"] = secs
+                    stats["effective_gbps"] = nbytes / stats["median_ms"] / 1e6
+                    got = float(runs[name](y_true, y_pred)[0].numpy())
+                    stats["rel_error"] = abs(got - want) / abs(want)
+                    stats["peak_bytes"] = None
+                    # One subprocess per variant: measured for the first dtype pair.
+                    if (args.memory and pass_name == "forward+backward"
+                            and (pred_dtype, true_dtype) == args.dtypes[0]):
+                        _progress(f"    peak memory of {name}")
+                        stats["peak_bytes"] = memory.measure(name, pass_name, shape,
+                                                             pred_dtype, true_dtype)
+                    case["variants"][name] = stats
+                results["cases"].append(case)
+                del runs, calls
     return results
 
 
-def report_markdown(results):
-    lines = [
-        f"# wiou-bench: forward+backward, seed class vs wiou_ops ({results['device']})",
-        "",
-        f"Machine: {results['cpu']}, {results['cores']} cores. TensorFlow {results['tensorflow']}, "
-        f"Keras {results['keras']}, Python {results['python']}, wiou_ops {results['wiou_ops']}. "
-        f"{results['timestamp']}. Median of {results['rounds']} interleaved rounds after warm-up.",
-    ]
-    for case in results["cases"]:
-        shape = "x".join(map(str, case["shape"]))
-        base = case["variants"]["seed tf.function"]["median_ms"]
-        base_eager = case["variants"]["seed eager"]["median_ms"]
-        floor_ms = case["bytes"] / case["read_gbps"] / 1e6
-        case_floor = floor_ms
-        lines += [
-            "",
-            f"## {shape}, y_pred {case['pred_dtype']}, y_true {case['true_dtype']}, "
-            f"{case['pass']}",
-            "",
-            f"Streaming read bandwidth (same run, best probe): {case['read_gbps']:.1f} GB/s; "
-            f"fewest bytes {case['bytes'] / 1e6:.1f} MB (read y and p twice, write the "
-            f"gradient), so the floor is {floor_ms:.2f} ms. The floor prices writes like "
-            f"reads; where streaming writes overlap with reads, 'x floor' can dip below 1.",
-            "",
-            "| variant | median ms | p20 ms | p80 ms | vs seed tf.function | vs seed eager "
-            "| x floor | effective GB/s | rel. error vs float64 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, v in case["variants"].items():
-            lines.append(
-                f"| {name} | {v['median_ms']:.2f} | {v['p20_ms']:.2f} | {v['p80_ms']:.2f} | "
-                f"{base / v['median_ms']:.2f}x | {base_eager / v['median_ms']:.2f}x | "
-                f"{v['median_ms'] / case_floor:.2f} | "
-                f"{v['effective_gbps']:.1f} | {v['rel_error']:.1e} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="wiou-bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wiou-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--sizes", nargs="+", type=_parse_size, default=None,
                         help="shapes like 16x512x512x1 (default per device)")
     parser.add_argument("--dtypes", nargs="+", type=_parse_dtypes, default=None,
-                        help="PRED/TRUE dtype pairs (default: float32/float32 bfloat16/uint8)")
+                        help=f"PRED/TRUE pairs (default: {' '.join(DEFAULT_DTYPES)})")
+    parser.add_argument("--passes", nargs="+", choices=variants.PASSES,
+                        default=list(variants.PASSES))
     parser.add_argument("--implementations", nargs="+", default=None,
                         help="wiou_ops implementations to time (default: all available)")
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds per variant (>= 1)")
-    parser.add_argument("--quick", action="store_true", help="5 rounds, for a smoke run")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the per-variant peak-memory subprocesses (forward+backward, "
+                             "first dtype pair of each size)")
+    parser.add_argument("--quick", action="store_true",
+                        help="5 rounds, float32/float32 only, no memory: a smoke run")
     parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="folder for results.json and report.md "
+                        help="folder for results.json, report.md, report.png "
                              "(default benchmarks/results/<machine>)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     args.sizes = args.sizes or [_parse_size(s) for s in DEFAULT_SIZES[args.device]]
-    args.dtypes = args.dtypes or [_parse_dtypes(d) for d in DEFAULT_DTYPES]
+    if args.dtypes is None:
+        args.dtypes = [("float32", "float32")] if args.quick else [
+            _parse_dtypes(d) for d in DEFAULT_DTYPES]
+    if args.quick:
+        args.memory = False
     results = run(args)
     out = args.out or pathlib.Path("benchmarks/results") / machine_slug(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    report = report_markdown(results)
-    (out / "report.md").write_text(report)
-    print(report)
-    print(f"[wiou-bench] wrote {out / 'results.json'} and {out / 'report.md'}", file=sys.stderr)
+    text = report.write(results, out)
+    print(text)
+    _progress(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.png'}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ def summarize(seconds):
     }
 
 
+def forward_bytes(n, pred_itemsize, true_itemsize):
+    """Fewest bytes a forward must move: read y and p once."""
+    return n * (pred_itemsize + true_itemsize)
+
+
 def forward_backward_bytes(n, pred_itemsize, true_itemsize):
     """Fewest bytes a forward+backward must move.
 
