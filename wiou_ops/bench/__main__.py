@@ -158,7 +158,7 @@ def run(args):
                             and (pred_dtype, true_dtype) == args.dtypes[0]):
                         _progress(f"    peak memory of {name}")
                         stats["peak_bytes"] = memory.measure(name, pass_name, shape,
-                                                             pred_dtype, true_dtype)
+                                                             pred_dtype, true_dtype, args.device)
                     case["variants"][name] = stats
                 results["cases"].append(case)
                 del runs, calls
@@ -186,6 +186,9 @@ def main(argv=None):
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="folder for results.json, report.md, report.png "
                              "(default benchmarks/results/<machine>)")
+    parser.add_argument("--e2e", action="store_true",
+                        help="then train a small U-Net with each loss (wiou_ops.bench.e2e) "
+                             "and write e2e.md/e2e.json into the same folder")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -200,6 +203,11 @@ def main(argv=None):
     text = report.write(results, out)
     print(text)
     _progress(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.png'}")
+    if args.e2e:
+        from wiou_ops.bench import e2e
+
+        e2e.main(["--out", str(out)])
+        _progress(f"wrote {out / 'e2e.md'} and {out / 'e2e.json'}")
 
 
 if __name__ == "__main__":
