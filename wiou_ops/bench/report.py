@@ -57,14 +57,20 @@ def markdown(results):
 
 def plot(results, path):
     """Speed-up over the seed (tf.function) against size, and effective GB/s against the
-    measured bandwidth, one panel pair per pass, a line per variant and dtype pair."""
+    measured bandwidth, a row per pass; colour = variant, line style = dtype pair."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     passes = sorted({c["pass"] for c in results["cases"]})
-    fig, axes = plt.subplots(len(passes), 2, figsize=(12, 4.2 * len(passes)), squeeze=False)
+    names = list(dict.fromkeys(n for c in results["cases"] for n in c["variants"]))
+    pairs = list(dict.fromkeys(f"{c['pred_dtype']}/{c['true_dtype']}" for c in results["cases"]))
+    styles = ["-", "--", ":", "-."]
+    color = {name: f"C{k % 10}" for k, name in enumerate(names)}
+    style = {pair: styles[k % len(styles)] for k, pair in enumerate(pairs)}
+    fig, axes = plt.subplots(len(passes), 2, figsize=(13, 4.2 * len(passes)), squeeze=False)
     for row, pass_name in zip(axes, passes):
         cases = [c for c in results["cases"] if c["pass"] == pass_name]
         series = {}
@@ -72,36 +78,34 @@ def plot(results, path):
             n = 1
             for d in case["shape"]:
                 n *= d
+            pair = f"{case['pred_dtype']}/{case['true_dtype']}"
             base = case["variants"][BASELINE]["median_ms"]
             for name, v in case["variants"].items():
-                key = f"{name} ({case['pred_dtype']}/{case['true_dtype']})"
-                series.setdefault(key, []).append(
+                series.setdefault((name, pair), []).append(
                     (n, base / v["median_ms"], v["effective_gbps"]))
-        names = sorted({key.split(" (")[0] for key in series})
-        pairs = sorted({key.split(" (")[1] for key in series})
-        styles = ["-", "--", ":", "-."]
-        for key, points in sorted(series.items()):
-            name, pair = key.split(" (")
-            style = dict(marker="o", label=key, color=f"C{names.index(name) % 10}",
-                         linestyle=styles[pairs.index(pair) % len(styles)])
+        for (name, pair), points in series.items():
             points.sort()
             xs = [p[0] for p in points]
-            row[0].plot(xs, [p[1] for p in points], **style)
-            row[1].plot(xs, [p[2] for p in points], **style)
+            kw = dict(marker="o", markersize=3, color=color[name], linestyle=style[pair])
+            row[0].plot(xs, [p[1] for p in points], **kw)
+            row[1].plot(xs, [p[2] for p in points], **kw)
         bandwidth = max(c["read_gbps"] for c in cases)
-        row[1].axhline(bandwidth, color="black", linestyle="--",
-                       label=f"measured read bandwidth {bandwidth:.0f} GB/s")
+        row[1].axhline(bandwidth, color="black", linewidth=0.8)
+        row[1].annotate(f"measured read bandwidth {bandwidth:.0f} GB/s", (0.01, 0.97),
+                        xycoords="axes fraction", va="top", fontsize=8)
         for ax, title in zip(row, ["speed-up vs seed class in tf.function",
                                    "effective GB/s (fewest bytes / time)"]):
             ax.set_xscale("log")
             ax.set_xlabel("elements")
-            ax.set_title(f"{title}, {pass_name}")
+            ax.set_title(f"{title}, {pass_name}", fontsize=10)
             ax.grid(True, alpha=0.3)
         row[0].set_yscale("log")
-        row[1].legend(fontsize=6, loc="best")
+    handles = [Line2D([], [], color=color[n], marker="o", label=n) for n in names]
+    handles += [Line2D([], [], color="gray", linestyle=style[p], label=p) for p in pairs]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(f"wiou-bench on {results['cpu']} ({results['cores']} cores)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0, 0.8, 0.97))
+    fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
