@@ -81,6 +81,14 @@ def test_end_to_end_smoke(tmp_path):
     assert "| wiou_ops |" in (tmp_path / "e2e.md").read_text()
 
 
+def test_end_to_end_on_a_tile_folder(tmp_path):
+    images, masks = data.synthetic_roads(3, 32, seed=4)
+    _write_tiles(tmp_path, images, masks)
+    run = e2e.train_one("wiou_ops", steps=4, batch=2, size=32, data=tmp_path)
+    assert run["data"] == str(tmp_path) and run["steps"] == 4
+    assert np.isfinite(run["final_loss"]) and run["step_ms_median"] > 0
+
+
 def test_end_to_end_arguments():
     with pytest.raises(SystemExit):
         e2e.main(["--size", "30"])

@@ -92,7 +92,7 @@ def train_one(loss_name, steps, batch, size, data=None):
             f.write("5")
     base = _vm("VmRSS")
     history = model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[Timer()],
-                        verbose=0)
+                        shuffle=False, verbose=0)
     peak = _vm("VmHWM") - base
 
     held_images, held_masks = bench_data.synthetic_roads(32, size, seed=2)
