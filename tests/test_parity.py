@@ -99,3 +99,12 @@ def test_oracle_gradient_matches_finite_differences():
         f_up, _ = oracle.seed_value_and_grad(y, up, weight_background=0.5, weight_foreground=2.0)
         f_down, _ = oracle.seed_value_and_grad(y, down, weight_background=0.5, weight_foreground=2.0)
         assert abs((f_up - f_down) / (2 * h) - grad[idx]) < 1e-6 * max(1.0, abs(grad[idx]))
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_empty_batch_gives_zero_loss_and_empty_gradient(impl):
+    y_true = np.zeros((0, 8, 8, 1), np.float32)
+    y_pred = tf.zeros((0, 8, 8, 1))
+    loss, grad = helpers.value_and_grad(
+        wiou_ops.WeightedIoULoss(implementation=impl), y_true, y_pred, 1.0)
+    assert float(loss) == 0.0 and grad.shape == (0, 8, 8, 1)

@@ -134,7 +134,7 @@ def run(args):
                 label = f"{'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} {pass_name}"
                 _progress(f"[{done}/{total}] {label}: {len(names)} variants x {rounds} rounds")
                 runs = {name: variants.build(name, pass_name) for name in names}
-                calls = {name: (lambda fn=fn: fn(y_true, y_pred)[0].numpy())
+                calls = {name: (lambda fn=fn, y=y_true, p=y_pred: fn(y, p)[0].numpy())
                          for name, fn in runs.items()}
                 samples = harness.interleaved_times(calls, rounds=rounds,
                                                     warmup=2 if args.quick else 3)
