@@ -1,6 +1,11 @@
 """The one place that picks an implementation of the fused loss.
 
-Rules (DESIGN.md, "Dispatch"), for ``implementation="auto"``:
+By Keras backend: TensorFlow -> ``_tf_loss`` with one of the TensorFlow
+implementations below; JAX -> ``_jax_loss`` (``wiou_ops/_jax.py``); any other
+backend -> a clear error. Nothing here imports TensorFlow unless the backend
+is TensorFlow, so a JAX-only machine can use the package.
+
+TensorFlow, ``implementation="auto"`` (DESIGN.md, "Dispatch"):
 
 * inside an XLA context (a user's ``jit_compile=True`` step, TPU) -> ``xla``:
   a native op there would break the user's compile;
@@ -10,35 +15,42 @@ Rules (DESIGN.md, "Dispatch"), for ``implementation="auto"``:
   when the native op is missing. DESIGN.md names ``graph`` for that last case
   because XLA:CPU runs the *seed* no faster than graph mode; for the fused
   loss XLA:CPU is the faster one (16x512x512x1 float32 forward+backward on the
-  2-core CI machine: ``xla`` ~10 ms, ``graph`` ~16 ms; benchmarks/results/).
+  2-core CI machine: ``xla`` ~12 ms, ``graph`` ~20 ms; benchmarks/results/).
   ``graph`` stays available by name.
 
 ``last_implementation()`` tells which one the most recent call (or trace)
 used, so tests and users can check the dispatch.
 """
 
-import tensorflow as tf
+import functools
 
-from wiou_ops import _native, _xla
-
-try:  # private but stable for years; the same check tf.function itself uses.
-    from tensorflow.python.framework import ops as _tf_ops
-    from tensorflow.python.ops import control_flow_util as _control_flow_util
-except ImportError:  # pragma: no cover
-    _control_flow_util = None
+import keras
 
 IMPLEMENTATION_CHOICES = ("auto", "xla", "native", "graph")
-
-_IMPLEMENTATIONS = {"xla": _xla.XLA, "graph": _xla.GRAPH}
-if _native.NATIVE is not None:
-    _IMPLEMENTATIONS = {"native": _native.NATIVE, **_IMPLEMENTATIONS}
 
 _last = None
 
 
+@functools.lru_cache(maxsize=None)
+def _tf_implementations():
+    """name -> implementation object, TensorFlow backend (imports TensorFlow)."""
+    from wiou_ops import _native, _xla
+
+    found = {"xla": _xla.XLA, "graph": _xla.GRAPH}
+    if _native.NATIVE is not None:
+        found = {"native": _native.NATIVE, **found}
+    return found
+
+
+if keras.backend.backend() == "tensorflow":
+    _tf_implementations()  # load the native op now: its warning, if any, comes at import
+
+
 def available_implementations():
-    """Names of the implementations usable in this process, e.g. ['native', 'xla', 'graph']."""
-    return list(_IMPLEMENTATIONS)
+    """Names usable in this process for the current Keras backend, e.g. ['native', 'xla', 'graph']."""
+    if keras.backend.backend() == "jax":
+        return ["jax"]
+    return list(_tf_implementations())
 
 
 def last_implementation():
@@ -46,14 +58,38 @@ def last_implementation():
     return _last
 
 
+def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
+    """The loss for the current Keras backend (options from losses.validate_options)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from wiou_ops import _tf_loss
+
+        return _tf_loss.compute(y_true, y_pred, sample_weight, mask, options, trace=trace)
+    if backend == "jax":
+        from wiou_ops import _jax_loss
+
+        return _jax_loss.compute(y_true, y_pred, sample_weight, mask, options)
+    raise NotImplementedError(
+        f"wiou_ops supports the TensorFlow and JAX Keras backends, not {backend!r}.")
+
+
 def in_xla_context():
     """True while tracing inside ``tf.function(jit_compile=True)`` or a TPU computation."""
-    if _control_flow_util is None or tf.executing_eagerly():
+    import tensorflow as tf
+
+    try:  # private but stable for years; the same check tf.function itself uses.
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover
         return False
-    return _control_flow_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph())
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
 def _on_cpu(tensor):
+    import tensorflow as tf
+
     if not tf.config.list_logical_devices("GPU"):
         return True
     # With a GPU visible, an unplaced graph tensor will most likely go there.
@@ -61,7 +97,9 @@ def _on_cpu(tensor):
 
 
 def _check_native(y_true, y_pred):
-    if "native" not in _IMPLEMENTATIONS:
+    from wiou_ops import _native
+
+    if "native" not in _tf_implementations():
         raise ValueError(
             f"implementation='native' is not available: {_native.UNAVAILABLE_REASON}. "
             f"Available: {available_implementations()}."
@@ -80,11 +118,14 @@ def _check_native(y_true, y_pred):
 
 
 def select(implementation, y_true, y_pred):
-    """Returns the implementation object for ``implementation`` and these inputs."""
+    """TensorFlow backend: the implementation object for ``implementation`` and these inputs."""
     global _last
+    from wiou_ops import _native
+
+    implementations = _tf_implementations()
     if implementation == "auto":
         use_native = (
-            "native" in _IMPLEMENTATIONS
+            "native" in implementations
             and not in_xla_context()
             and _on_cpu(y_pred)
             and _native.supports(y_true, y_pred)
@@ -93,7 +134,7 @@ def select(implementation, y_true, y_pred):
     elif implementation == "native":
         _check_native(y_true, y_pred)
         name = "native"
-    elif implementation in _IMPLEMENTATIONS:
+    elif implementation in implementations:
         name = implementation
     else:
         raise ValueError(
@@ -101,4 +142,16 @@ def select(implementation, y_true, y_pred):
             f"expected one of {IMPLEMENTATION_CHOICES}."
         )
     _last = name
-    return _IMPLEMENTATIONS[name]
+    return implementations[name]
+
+
+def select_jax(implementation):
+    """JAX backend: 'auto' and 'xla' mean the JAX implementation (XLA-compiled by jit)."""
+    global _last
+    if implementation not in ("auto", "xla"):
+        raise ValueError(
+            f"implementation={implementation!r} is a TensorFlow implementation; on the JAX "
+            "backend use 'auto' (or 'xla')."
+        )
+    _last = "jax"
+    return "jax"

@@ -21,7 +21,7 @@ import math
 import numbers
 
 import keras
-import tensorflow as tf
+from keras import ops
 from keras.src import backend as keras_backend
 from keras.src.losses import loss as keras_loss
 
@@ -109,104 +109,29 @@ def validate_options(
     return options
 
 
-def _as_inputs(y_true, y_pred):
-    """Tensors with checked dtypes and shapes; y_pred keeps its dtype (no up-cast)."""
-    y_pred = tf.convert_to_tensor(y_pred)
-    if not y_pred.dtype.is_floating:
-        raise TypeError(
-            "y_pred must be a floating tensor of probabilities "
-            f"(float16, bfloat16, float32 or float64), got dtype {y_pred.dtype.name}."
-        )
-    y_true = tf.convert_to_tensor(y_true)
-    if not (y_true.dtype.is_floating or y_true.dtype.is_integer or y_true.dtype == tf.bool):
-        raise TypeError(
-            f"y_true must be a float, integer or bool tensor, got dtype {y_true.dtype.name}."
-        )
-    true_shape, pred_shape = y_true.shape, y_pred.shape
-    if not true_shape.is_compatible_with(pred_shape):
-        raise ValueError(
-            f"y_true and y_pred must have the same shape, got y_true.shape={true_shape} "
-            f"and y_pred.shape={pred_shape}. (A mask of shape (B, H, W) for predictions "
-            "of shape (B, H, W, 1) needs y_true[..., None].)"
-        )
-    if not (true_shape.is_fully_defined() and pred_shape.is_fully_defined()):
-        check = tf.debugging.assert_equal(
-            tf.shape(y_true),
-            tf.shape(y_pred),
-            message="y_true and y_pred must have the same shape",
-        )
-        with tf.control_dependencies([check]):
-            y_pred = tf.identity(y_pred)
-    return y_true, y_pred
+def seed_loss_from_sums(log_iou_loss, sum_y, y_true, y_pred, sample_weight, mask, options):
+    """``L · keras_reduce(weight map)``, for any Keras backend (keras.ops).
 
-
-def _weight_map(y_true, options, dtype):
-    y = tf.cast(y_true, dtype)
-    return options["weight_background"] * (1.0 - y) + options["weight_foreground"] * y
-
-
-def _seed_loss(y_true, y_pred, sample_weight, mask, options):
-    impl = _dispatch.select(options["implementation"], y_true, y_pred)
-    log_iou_loss, sum_y = impl.log_iou_loss(y_true, y_pred, options["epsilon"])
+    Keras's own reduction is applied to the weight map when sample weights,
+    a mask or ``reduction="none"`` ask for it (exact seed semantics for every
+    broadcast, at the cost of one pass over y_true); otherwise the factor is
+    ``(w_b·(N - Σy) + w_f·Σy) / N`` from the fused pass's Σy.
+    """
     dtype = log_iou_loss.dtype
+    w_b, w_f = options["weight_background"], options["weight_foreground"]
     reduction = options["reduction"]
     if reduction in (None, "none") or sample_weight is not None or mask is not None:
-        # Keras's own reduction, applied to the weight map: exact seed
-        # semantics for every sample_weight/mask broadcast, at the cost of one
-        # pass over y_true.
+        y = ops.cast(y_true, dtype)
         weight = keras_loss.reduce_weighted_values(
-            _weight_map(y_true, options, dtype),
-            sample_weight=sample_weight,
-            mask=mask,
-            reduction=reduction,
-            dtype=dtype,
-        )
+            w_b * (1.0 - y) + w_f * y, sample_weight=sample_weight, mask=mask,
+            reduction=reduction, dtype=dtype)
         return log_iou_loss * weight
-    count = tf.cast(tf.size(y_pred), dtype)
-    total_weight = (
-        options["weight_background"] * (count - sum_y) + options["weight_foreground"] * sum_y
-    )
+    count = ops.cast(ops.size(y_pred), dtype)
+    total_weight = w_b * (count - sum_y) + w_f * sum_y
     if reduction == "sum":
         return log_iou_loss * total_weight
-    mean_weight = tf.math.divide_no_nan(total_weight, count)
+    mean_weight = ops.divide_no_nan(total_weight, count)
     return keras_loss.scale_loss_for_distribution(log_iou_loss * mean_weight)
-
-
-_EAGER_GRAPHS = {}
-
-
-def _graph_for(options):
-    """One traced graph per option set (and replica count), for eager callers."""
-    key = (tuple(sorted(options.items())), tf.distribute.get_strategy().num_replicas_in_sync)
-    graph = _EAGER_GRAPHS.get(key)
-    if graph is None:
-
-        def loss_graph(y_true, y_pred, sample_weight, mask):
-            return _seed_loss(y_true, y_pred, sample_weight, mask, options)
-
-        # Exact shapes, no relaxed retracing: Keras's mask and sample-weight
-        # broadcasting needs known ranks.
-        graph = _EAGER_GRAPHS[key] = tf.function(loss_graph)
-    return graph
-
-
-def _compute(y_true, y_pred, sample_weight, mask, options):
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(
-            f"wiou_ops runs on the TensorFlow backend in this version; the "
-            f"{keras.backend.backend()!r} backend lands with issue #7."
-        )
-    y_true, y_pred = _as_inputs(y_true, y_pred)
-    if tf.executing_eagerly():
-        # Eager dispatch costs tens of microseconds per op, and the loss's
-        # bookkeeping is ~40 small ops: more than the fused kernels
-        # themselves at 16x512x512. One graph call replaces them. The
-        # implementation is chosen here, on the eager inputs, so that every
-        # call (not only the first trace) is dispatched and recorded.
-        chosen = _dispatch.select(options["implementation"], y_true, y_pred).name
-        graph = _graph_for(dict(options, implementation=chosen))
-        return graph(y_true, y_pred, sample_weight, mask)
-    return _seed_loss(y_true, y_pred, sample_weight, mask, options)
 
 
 def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
@@ -228,7 +153,7 @@ def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
         L = -log((Σ y·p̂ + ε) / (Σ (y + p̂ - y·p̂) + ε)),  p̂ = clip(p, ε, 1-ε)
         loss = L · reduce(w_b·(1 - y) + w_f·y)
     """
-    return _compute(y_true, y_pred, sample_weight, None, validate_options(**options))
+    return _dispatch.compute(y_true, y_pred, sample_weight, None, validate_options(**options))
 
 
 @keras.saving.register_keras_serializable(package="wiou_ops")
@@ -287,15 +212,14 @@ class WeightedIoULoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         mask = keras_backend.get_keras_mask(y_pred)
-        with tf.name_scope(self.name):
-            loss = _compute(y_true, y_pred, sample_weight, mask, self._options)
-            return tf.cast(loss, self.dtype)
+        with keras.name_scope(self.name):
+            loss = _dispatch.compute(y_true, y_pred, sample_weight, mask, self._options)
+            return ops.cast(loss, self.dtype)
 
     def call(self, y_true, y_pred):
         """The seed's per-pixel loss map (what ``reduction="none"`` returns)."""
-        y_true, y_pred = _as_inputs(y_true, y_pred)
         options = dict(self._options, reduction="none")
-        return _seed_loss(y_true, y_pred, None, None, options)
+        return _dispatch.compute(y_true, y_pred, None, None, options, trace=False)
 
     def get_config(self):
         config = super().get_config()
