@@ -15,7 +15,7 @@ TensorFlow, ``implementation="auto"`` (DESIGN.md, "Dispatch"):
   when the native op is missing. DESIGN.md names ``graph`` for that last case
   because XLA:CPU runs the *seed* no faster than graph mode; for the fused
   loss XLA:CPU is the faster one (16x512x512x1 float32 forward+backward on the
-  2-core CI machine: ``xla`` ~12 ms, ``graph`` ~20 ms; benchmarks/results/).
+  2-core CI machine: ``xla`` ~12 ms, ``graph`` ~18-20 ms; benchmarks/results/).
   ``graph`` stays available by name.
 
 ``last_implementation()`` tells which one the most recent call (or trace)
