@@ -71,22 +71,6 @@ def value_and_grad(loss):
     return jax.jit(jax.value_and_grad(loss, argnums=1))
 
 
-def oracle(y_true, y_pred, chunks=64):
-    lo, hi = float(np.float32(EPS)), float(np.float32(1 - EPS))
-    inter = union = sum_y = 0.0
-    y_all = np.asarray(y_true).reshape(-1)
-    p_all = np.asarray(y_pred.astype(jnp.float32)).reshape(-1)
-    n = y_all.size
-    for y, p in zip(np.array_split(y_all, chunks), np.array_split(p_all, chunks)):
-        y = y.astype(np.float64)
-        p = np.clip(p.astype(np.float64), lo, hi)
-        inter += y @ p
-        union += y.sum() + p.sum() - y @ p
-        sum_y += y.sum()
-    mean_weight = (WB * (n - sum_y) + WF * sum_y) / n
-    return -np.log((inter + lo) / (union + lo)) * mean_weight, (inter, union, mean_weight)
-
-
 def grad_error(y_true, y_pred, grad, sums, chunks=64):
     """max |grad - float64 gradient| / max |float64 gradient|, TensorFlow's tie rule."""
     inter, union, mean_weight = sums
@@ -125,7 +109,9 @@ def run_case(shape, pred_dtype, true_dtype, rounds, key):
     calls = {name: (lambda fn=fn: jax.block_until_ready(fn(y_true, y_pred)))
              for name, fn in fns.items()}
     samples = harness.interleaved_times(calls, rounds=rounds, warmup=3)
-    want, sums = oracle(y_true, y_pred)
+    want, sums = harness.seed_loss_float64(np.asarray(y_true),
+                                           np.asarray(y_pred.astype(jnp.float32)), WB, WF, EPS,
+                                           chunks=64)
     p32 = y_pred.astype(jnp.float32)
     ties = int(jnp.sum((p32 == np.float32(EPS)) | (p32 == np.float32(1 - EPS))))
     grad_naive = fns["naive seed formula, jit"](y_true, y_pred)[1].astype(jnp.float32)

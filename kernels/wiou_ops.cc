@@ -25,13 +25,17 @@ extern "C" __attribute__((used, visibility("default"))) const char wiou_built_fo
 namespace tensorflow {
 namespace {
 
+// The dtypes both ops accept: keep in step with WIOU_REGISTER_ALL_LABELS below.
+constexpr char kPredAttr[] = "Tpred: {float, half, bfloat16}";
+constexpr char kTrueAttr[] = "Ttrue: {float, half, bfloat16, uint8, int32, bool}";
+
 REGISTER_OP("WiouSeedSums")
     .Input("y_true: Ttrue")
     .Input("y_pred: Tpred")
     .Output("sums: float")
     .Attr("epsilon: float")
-    .Attr("Tpred: {float, half, bfloat16}")
-    .Attr("Ttrue: {float, half, bfloat16, uint8, int32, bool}")
+    .Attr(kPredAttr)
+    .Attr(kTrueAttr)
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       c->set_output(0, c->Vector(3));
       return absl::OkStatus();
@@ -45,8 +49,8 @@ REGISTER_OP("WiouSeedGrad")
     .Input("upstream: float")
     .Output("grad: Tpred")
     .Attr("epsilon: float")
-    .Attr("Tpred: {float, half, bfloat16}")
-    .Attr("Ttrue: {float, half, bfloat16, uint8, int32, bool}")
+    .Attr(kPredAttr)
+    .Attr(kTrueAttr)
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(1));
       return absl::OkStatus();

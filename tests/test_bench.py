@@ -71,3 +71,16 @@ def test_peak_memory_of_a_variant():
     seed = memory.measure("seed tf.function", "forward+backward", shape, "float32", "float32")
     assert 8e6 < native < 64e6
     assert seed > 2 * native
+
+
+def test_float64_reference_of_the_report_matches_the_test_oracle():
+    import numpy as np
+
+    from tests import oracle
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((3, 17, 19, 1)) < 0.1).astype(np.uint8)
+    p = rng.random((3, 17, 19, 1)).astype(np.float32)
+    got, _ = harness.seed_loss_float64(y, p, 0.5, 1.5, chunks=5)
+    want, _ = oracle.seed_value_and_grad(y, p, weight_background=0.5, weight_foreground=1.5)
+    assert got == pytest.approx(want, rel=1e-12)

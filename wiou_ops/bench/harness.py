@@ -51,3 +51,25 @@ def forward_backward_bytes(n, pred_itemsize, true_itemsize):
     gradient (p's dtype): 2·n·(|y| + |p|) + n·|p|.
     """
     return 2 * n * (pred_itemsize + true_itemsize) + n * pred_itemsize
+
+
+def seed_loss_float64(y_true, y_pred, weight_background, weight_foreground, epsilon=1e-7,
+                      chunks=16):
+    """The seed loss (mean reduction) in float64, read in chunks so that no
+    float64 copy of a large input is made. Returns ``(loss, (I, U, mean weight))``.
+
+    Inputs are taken as the implementations see them (y_pred already rounded to
+    its dtype); ε and the clip bounds are the float32 constants the seed uses.
+    """
+    lo, hi = float(np.float32(epsilon)), float(np.float32(1.0 - epsilon))
+    y_all, p_all = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    inter = union = sum_y = 0.0
+    for y, p in zip(np.array_split(y_all, chunks), np.array_split(p_all, chunks)):
+        y = y.astype(np.float64)
+        p = np.clip(p.astype(np.float64), lo, hi)
+        inter += y @ p
+        union += y.sum() + p.sum() - y @ p
+        sum_y += y.sum()
+    n = max(y_all.size, 1)
+    mean_weight = (weight_background * (y_all.size - sum_y) + weight_foreground * sum_y) / n
+    return -np.log((inter + lo) / (union + lo)) * mean_weight, (inter, union, mean_weight)
