@@ -1,5 +1,7 @@
-// Plain C++ test of the seed-mode math (no TensorFlow): `make test` builds and runs it.
+// Plain C++ test of the fused IoU math (no TensorFlow): `make test` builds and runs it.
 //   g++ -std=c++17 -O3 -march=native kernels/test_wiou_math.cc kernels/wiou_math_instances.cc
+// Every weighting, logits, weight maps and per-image groups against a double
+// reference written out from the formulas in wiou_math_api.h.
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -9,6 +11,9 @@
 #include "wiou_math.h"
 
 namespace {
+
+using wiou::Params;
+using wiou::Weighting;
 
 int passed = 0, failed = 0;
 
@@ -21,34 +26,69 @@ void check(bool ok, const char* what, double got = 0, double want = 0) {
   }
 }
 
-struct Exact {
-  double inter = 0, uni = 0, sum_y = 0;
+double rel(double got, double want) {
+  return want == 0 ? std::fabs(got) : std::fabs(got - want) / std::fabs(want);
+}
+
+struct Probability {
+  double p, q, dp;
 };
 
-Exact exact_sums(const std::vector<float>& y, const std::vector<float>& p, const wiou::Bounds& b) {
-  Exact e;
-  for (size_t i = 0; i < y.size(); ++i) {
-    const double pv = std::fmin(std::fmax(double(p[i]), double(b.lo)), double(b.hi));
-    e.inter += y[i] * pv;
-    e.uni += y[i] + pv - y[i] * pv;
-    e.sum_y += y[i];
+Probability reference_probability(double x, const Params& pr) {
+  if (pr.from_logits) {
+    const double p = 1.0 / (1.0 + std::exp(-x)), q = 1.0 / (1.0 + std::exp(x));
+    return {p, q, p * q};
   }
-  return e;
+  const double p = std::fmin(std::fmax(x, double(pr.lo)), double(pr.hi));
+  return {p, 1.0 - p, (x >= pr.lo && x <= pr.hi) ? 1.0 : 0.0};
+}
+
+double reference_m(double y, const float* s, int64_t i, const Params& pr) {
+  if (pr.weighting == Weighting::kSeed) return 1.0;
+  return (s ? s[i] : 1.0) * (double(pr.c0) + double(pr.c1) * y);
+}
+
+// sums[g][t] in double, straight from the definitions.
+std::vector<double> reference_sums(const std::vector<float>& y, const std::vector<float>& x,
+                                   const float* s, int64_t group_size, const Params& pr) {
+  const int terms = wiou::num_terms(pr.weighting);
+  const int64_t groups = group_size ? int64_t(y.size()) / group_size : 0;
+  std::vector<double> out(groups * terms, 0.0);
+  for (int64_t i = 0; i < int64_t(y.size()); ++i) {
+    const double yv = y[i], m = reference_m(yv, s, i, pr);
+    const Probability pp = reference_probability(x[i], pr);
+    double* row = &out[(i / group_size) * terms];
+    row[0] += m * yv * pp.p;
+    row[1] += m * (yv + pp.p - yv * pp.p);
+    if (pr.weighting == Weighting::kSeed) row[2] += yv;
+    if (pr.weighting == Weighting::kClass) {
+      row[2] += m * (1.0 - yv) * pp.q;
+      row[3] += m * ((1.0 - yv) + yv * pp.q);
+    }
+  }
+  return out;
 }
 
 template <typename TTrue, typename TPred>
-void sums(const TTrue* y, const TPred* p, int64_t n, const wiou::Bounds& b, float out[3],
-          int64_t split = -1) {
-  const int64_t blocks = wiou::num_blocks(n);
-  std::vector<float> partials(3 * (blocks > 0 ? blocks : 1), 0.0f);
+std::vector<float> sums(const TTrue* y, const TPred* p, const float* s, int64_t n,
+                        int64_t group_size, const Params& pr, int64_t split = -1) {
+  const int64_t groups = group_size ? n / group_size : 0;
+  const int64_t per_group = wiou::num_blocks(group_size);
+  const int64_t blocks = groups * per_group;
+  std::vector<float> partials(wiou::kMaxTerms * (blocks > 0 ? blocks : 1), 0.0f);
   if (split < 0) {
-    wiou::seed_sums_blocks(y, p, n, b, 0, blocks, partials.data());
+    wiou::iou_sums_blocks(y, p, s, group_size, pr, 0, blocks, partials.data());
   } else {  // a different "thread" partition, run back to front
-    wiou::seed_sums_blocks(y, p, n, b, split, blocks, partials.data());
-    wiou::seed_sums_blocks(y, p, n, b, 0, split, partials.data());
+    wiou::iou_sums_blocks(y, p, s, group_size, pr, split, blocks, partials.data());
+    wiou::iou_sums_blocks(y, p, s, group_size, pr, 0, split, partials.data());
   }
-  wiou::combine_partials(partials.data(), blocks, out);
+  const int terms = wiou::num_terms(pr.weighting);
+  std::vector<float> out(groups * terms);
+  wiou::combine_partials(partials.data(), groups, per_group, terms, out.data());
+  return out;
 }
+
+const Weighting kWeightings[] = {Weighting::kSeed, Weighting::kPixel, Weighting::kClass};
 
 void test_conversions() {
   // bfloat16: exact values and round-to-nearest-even ties.
@@ -85,42 +125,86 @@ void test_conversions() {
   check(mismatches == 0, "vector and scalar conversions agree", mismatches, 0);
 }
 
+void test_exp_and_sigmoid() {
+  // exp(x) for x <= 0 within 2e-7 relative down to -87; saturated sigmoids exact.
+  double worst = 0;
+  for (int k = 0; k < 100000; ++k) {
+    const float x = -86.99f * float(k) / 99999.0f;
+    const wiou::vfloat v = wiou::exp_nonpositive(wiou::vfloat{} + x);
+    worst = std::fmax(worst, rel(v[0], std::exp(double(x))));
+  }
+  check(worst <= 2e-7, "vector exp within 2e-7", worst, 2e-7);
+  check(wiou::exp_nonpositive(wiou::vfloat{} - 88.0f)[0] == 0.0f, "exp underflows to 0");
+  const Params pr(Weighting::kClass, true, 1e-7, 1, 1);
+  wiou::vfloat p, q;
+  wiou::probabilities<true>(wiou::vfloat{} + 1e4f, pr, p, q);
+  check(p[0] == 1.0f && q[0] == 0.0f, "sigmoid(1e4) = 1, sigmoid(-1e4) = 0");
+  wiou::probabilities<true>(wiou::vfloat{} - 1e4f, pr, p, q);
+  check(q[0] == 1.0f && p[0] == 0.0f, "sigmoid(-1e4) = 0");
+  double worst_sigmoid = 0;
+  for (int k = 0; k < 4001; ++k) {
+    const float x = -20.0f + 0.01f * float(k);
+    wiou::probabilities<true>(wiou::vfloat{} + x, pr, p, q);
+    worst_sigmoid = std::fmax(worst_sigmoid, rel(p[0], 1.0 / (1.0 + std::exp(-double(x)))));
+    worst_sigmoid = std::fmax(worst_sigmoid, rel(q[0], 1.0 / (1.0 + std::exp(double(x)))));
+  }
+  check(worst_sigmoid <= 4e-7, "sigmoid and its complement within 4e-7", worst_sigmoid, 4e-7);
+}
+
+// Every weighting x probabilities/logits x weight map x group layout, against
+// double; and bit-identical under another block partition.
 void test_sums_accuracy_and_determinism() {
-  const wiou::Bounds b(1e-7);
   std::mt19937 rng(2);
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-  for (int64_t n : {1, 15, 16, 17, 4095, 4096, 4097, 100003, 3000000}) {
-    std::vector<float> y(n), p(n);
+  std::normal_distribution<float> logit(0.0f, 4.0f);
+  struct Layout {
+    int64_t groups, group_size;
+  };
+  const Layout layouts[] = {{1, 1},    {1, 15},   {1, 17},   {1, 4096},   {1, 4097},
+                            {3, 1},    {5, 123},  {2, 4097}, {1, 100003}, {4, 300001},
+                            {1, 3000000}};
+  for (const Layout& layout : layouts) {
+    const int64_t n = layout.groups * layout.group_size;
+    std::vector<float> y(n), p(n), z(n), s(n);
     for (int64_t i = 0; i < n; ++i) {
       y[i] = unit(rng) < 0.1f ? 1.0f : 0.0f;
       p[i] = unit(rng);
+      z[i] = logit(rng);
+      s[i] = unit(rng) < 0.1f ? 0.0f : 2.0f * unit(rng);
     }
     if (n > 8) {
       p[1] = 0.0f;
       p[2] = 1.0f;
-      p[3] = b.lo;
-      p[4] = b.hi;
+      p[3] = 1e-7f;
+      p[4] = float(1.0 - 1e-7);
+      z[5] = 1e4f;
+      z[6] = -1e4f;
     }
-    float got[3];
-    sums(y.data(), p.data(), n, b, got);
-    const Exact e = exact_sums(y, p, b);
-    const double want[3] = {e.inter, e.uni, e.sum_y};
-    for (int c = 0; c < 3; ++c) {
-      const double err = want[c] == 0 ? std::fabs(got[c]) : std::fabs(got[c] - want[c]) / want[c];
-      check(err <= 1e-6, "sum within 1e-6 of double", got[c], want[c]);
-    }
-    const int64_t blocks = wiou::num_blocks(n);
-    for (int64_t split : {int64_t(0), blocks / 3, blocks / 2}) {
-      float again[3];
-      sums(y.data(), p.data(), n, b, again, split);
-      check(again[0] == got[0] && again[1] == got[1] && again[2] == got[2],
-            "bit-identical under another block partition");
+    for (Weighting w : kWeightings) {
+      for (bool logits : {false, true}) {
+        for (bool weighted : {false, true}) {
+          if (w == Weighting::kSeed && weighted) continue;
+          const Params pr(w, logits, 1e-7, 0.3, 2.0);
+          const std::vector<float>& x = logits ? z : p;
+          const float* sp = weighted ? s.data() : nullptr;
+          const std::vector<float> got = sums(y.data(), x.data(), sp, n, layout.group_size, pr);
+          const std::vector<double> want = reference_sums(y, x, sp, layout.group_size, pr);
+          double worst = 0;
+          for (size_t k = 0; k < want.size(); ++k) worst = std::fmax(worst, rel(got[k], want[k]));
+          check(worst <= 1e-6, "sums within 1e-6 of double", worst, 1e-6);
+          const int64_t blocks = layout.groups * wiou::num_blocks(layout.group_size);
+          for (int64_t split : {int64_t(0), blocks / 3, blocks / 2}) {
+            const std::vector<float> again =
+                sums(y.data(), x.data(), sp, n, layout.group_size, pr, split);
+            check(again == got, "bit-identical under another block partition");
+          }
+        }
+      }
     }
   }
 }
 
 void test_label_types_agree() {
-  const wiou::Bounds b(1e-7);
   const int64_t n = 5000;
   std::vector<float> yf(n), p(n);
   std::vector<uint8_t> yu(n);
@@ -134,48 +218,71 @@ void test_label_types_agree() {
     yb[i] = yu[i] != 0;
     p[i] = float(rng() % 1000) / 999.0f;
   }
-  float f[3], u[3], bo[3], i32[3];
-  sums(yf.data(), p.data(), n, b, f);
-  sums(yu.data(), p.data(), n, b, u);
-  sums(yb.get(), p.data(), n, b, bo);
-  sums(yi.data(), p.data(), n, b, i32);
-  for (int c = 0; c < 3; ++c) {
-    check(f[c] == u[c] && f[c] == bo[c] && f[c] == i32[c], "label dtypes give identical sums");
+  for (Weighting w : kWeightings) {
+    const Params pr(w, false, 1e-7, 0.5, 1.5);
+    const auto f = sums(yf.data(), p.data(), nullptr, n, 1000, pr);
+    check(f == sums(yu.data(), p.data(), nullptr, n, 1000, pr) &&
+              f == sums(yb.get(), p.data(), nullptr, n, 1000, pr) &&
+              f == sums(yi.data(), p.data(), nullptr, n, 1000, pr),
+          "label dtypes give identical sums");
   }
 }
 
+// The gradient against double for every weighting and both transforms, with
+// a weight map, groups of a ragged size, and clip ties.
 void test_gradient() {
-  const wiou::Bounds b(1e-7);
-  const int64_t n = 37;  // two vectors and a tail
-  std::vector<float> y(n), p(n), g(n);
+  const int64_t groups = 3, group_size = 37, n = groups * group_size;
+  std::vector<float> y(n), p(n), z(n), s(n), g(n);
   std::mt19937 rng(4);
   for (int64_t i = 0; i < n; ++i) {
     y[i] = (rng() % 3 == 0) ? 1.0f : 0.0f;
     p[i] = float(rng() % 1000) / 999.0f;
+    z[i] = float(int(rng() % 4001) - 2000) / 100.0f;
+    s[i] = float(rng() % 5) / 2.0f;
   }
   p[0] = 0.0f;   // below the clip: no gradient
   p[1] = 1.0f;   // above: no gradient
-  p[2] = b.lo;   // ties pass (TensorFlow's clip_by_value rule)
-  p[35] = b.hi;  // a tie in the scalar tail
-  const float s[3] = {3.5f, 20.25f, 12.0f};
-  const float up = 1.75f;
-  wiou::seed_gradient(y.data(), p.data(), 0, n, s, up, b, g.data());
-  for (int64_t i = 0; i < n; ++i) {
-    const bool in_range = p[i] >= b.lo && p[i] <= b.hi;
-    const double want =
-        in_range ? up * ((1.0 - y[i]) / (s[1] + double(b.eps)) - y[i] / (s[0] + double(b.eps)))
-                 : 0.0;
-    check(std::fabs(g[i] - want) <= 1e-6 * std::fabs(want) + 1e-30, "gradient formula", g[i],
-          want);
+  p[2] = 1e-7f;  // ties pass (TensorFlow's clip_by_value rule)
+  p[35] = float(1.0 - 1e-7);  // a tie in a ragged tail
+  s[2] = s[35] = 1.0f;         // so that the ties' gradients are not zero anyway
+  z[3] = 1e4f;
+  z[4] = -1e4f;
+  const float coef[2 * groups] = {-0.25f, 0.125f, -3.5f, 0.5f, 1.75f, -0.0625f};
+  for (Weighting w : kWeightings) {
+    for (bool logits : {false, true}) {
+      for (bool weighted : {false, true}) {
+        const Params pr(w, logits, 1e-7, 0.3, 2.0);
+        const std::vector<float>& x = logits ? z : p;
+        const float* sp = weighted ? s.data() : nullptr;
+        // Two calls split inside a group: spans must pick each group's coefficients.
+        wiou::iou_gradient(y.data(), x.data(), sp, group_size, coef, pr, 0, 50, g.data());
+        wiou::iou_gradient(y.data(), x.data(), sp, group_size, coef, pr, 50, n, g.data());
+        double worst = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double a = coef[2 * (i / group_size)], b = coef[2 * (i / group_size) + 1];
+          const double m = (sp ? sp[i] : 1.0) *
+                           (w == Weighting::kPixel ? 0.3 * (1.0 - y[i]) + 2.0 * y[i] : 1.0);
+          const double want =
+              m * (a * y[i] + b * (1.0 - y[i])) * reference_probability(x[i], pr).dp;
+          worst = std::fmax(worst, std::fabs(g[i] - want) / (std::fabs(want) + 1e-30));
+        }
+        check(worst <= 2e-6, "gradient formula", worst, 2e-6);
+        if (!logits) {
+          check(g[0] == 0.0f && g[1] == 0.0f && g[2] != 0.0f && g[35] != 0.0f,
+                "clip gradient rule: outside 0, ties pass");
+        } else {
+          check(g[3] == 0.0f && g[4] == 0.0f, "saturated logits: zero, finite gradient");
+        }
+      }
+    }
   }
-  check(g[0] == 0.0f && g[1] == 0.0f && g[2] != 0.0f && g[35] != 0.0f, "clip gradient rule");
 }
 
-// The cache-bypassing stores need aligned outputs: check them against the
-// scalar path on aligned and unaligned destinations, for every output dtype.
+// The cache-bypassing stores need aligned outputs: check them against a
+// scalar evaluation of the same formula, on aligned and unaligned
+// destinations, for every output dtype.
 template <typename TPred>
 void test_gradient_stores() {
-  const wiou::Bounds b(1e-7);
   constexpr int64_t n = 1000;
   alignas(64) static float y[n], pf[n];
   alignas(64) static TPred p[n], aligned[n + 32], reference[n];
@@ -185,15 +292,16 @@ void test_gradient_stores() {
     pf[i] = float(rng() % 1000) / 999.0f;
     p[i] = wiou::from_float<TPred>(pf[i]);
   }
-  const float s[3] = {40.0f, 600.0f, 250.0f};
+  const Params pr(Weighting::kSeed, false, 1e-7, 1.0, 1.0);
+  const float coef[2] = {-0.05f, 0.0025f};
   for (int offset : {0, 1, 16}) {
     TPred* out = aligned + offset;
-    wiou::seed_gradient(y, p, 0, n, s, 2.0f, b, out);
+    wiou::iou_gradient(y, p, nullptr, n, coef, pr, 0, n, out);
     int bad = 0;
     for (int64_t i = 0; i < n; ++i) {
       const float pv = wiou::to_float(p[i]);
-      const float g = (1.0f - y[i]) * (2.0f / (s[1] + b.eps)) - y[i] * (2.0f / (s[0] + b.eps));
-      reference[i] = wiou::from_float<TPred>(pv >= b.lo && pv <= b.hi ? g : 0.0f);
+      const float g = (coef[0] * y[i] + coef[1] * (1.0f - y[i])) * (pr.c0 + pr.c1 * y[i]);
+      reference[i] = wiou::from_float<TPred>(pv >= pr.lo && pv <= pr.hi ? g : 0.0f);
       bad += std::memcmp(&reference[i], &out[i], sizeof(TPred)) != 0;
     }
     check(bad == 0, "vector (streamed) and scalar gradients are bit-identical", bad, 0);
@@ -207,6 +315,7 @@ int main() {
   test_gradient_stores<wiou::bfloat16>();
   test_gradient_stores<wiou::float16>();
   test_conversions();
+  test_exp_and_sigmoid();
   test_sums_accuracy_and_determinism();
   test_label_types_agree();
   test_gradient();

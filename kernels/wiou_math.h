@@ -1,10 +1,7 @@
-// Seed-mode weighted IoU: fused sums and gradient, plain C++ (no TensorFlow).
+// Weighted IoU: fused sums and their gradient, plain C++ (no TensorFlow).
+// What is summed, per weighting, is in wiou_math_api.h (and wiou_ops/_iou.py).
 //
-// Notation: p̂ = clip(p, ε, 1-ε).
-//   sums:     I = Σ y·p̂,  U = Σ (y + p̂ - y·p̂),  Sy = Σ y
-//   gradient: g_i = up·(1 - y_i)/(U + ε) - up·y_i/(I + ε)   where ε ≤ p_i ≤ 1-ε, else 0
-//
-// Sums are deterministic whatever the threading: the input is cut into fixed
+// Sums are deterministic whatever the threading: each group is cut into fixed
 // blocks of kBlock elements, each block is summed with kLanes independent
 // float32 accumulators (vectorizable without reassociation), and the block
 // partials are combined pairwise in a fixed order. Callers may compute the
@@ -90,8 +87,6 @@ inline float16 from_float<float16>(float x) {
 #error "float16 stores need a compiler with _Float16 (GCC >= 12 or Clang on x86-64/ARM)"
 #endif
 }
-
-inline float clip(float p, const Bounds& b) { return p < b.lo ? b.lo : (p > b.hi ? b.hi : p); }
 
 // Software prefetch distance in elements (1 KiB of float32 ahead): two input
 // streams from DRAM run ~15 % faster with it here (cache-cold 16x512x512).
@@ -217,94 +212,242 @@ inline void stream_fence() {
 #endif
 }
 
-// Partial sums {I, U, Sy} of elements [begin, end), with kLanes accumulators.
-template <typename TTrue, typename TPred>
-void seed_block_sums(const TTrue* y, const TPred* p, int64_t begin, int64_t end,
-                     const Bounds& b, float out[3]) {
-  const vfloat lo = vfloat{} + b.lo, hi = vfloat{} + b.hi;
-  vfloat acc_i = {}, acc_u = {}, acc_y = {};
+// exp(x) for x <= 0, 16 lanes (Cephes expf: range reduction by ln 2 and a
+// degree-6 polynomial, ~1 ulp). Below -87 (where exp leaves the normal range)
+// it returns 0: saturated logits then give exactly 0 and 1 and a zero
+// gradient, as TensorFlow's sigmoid does.
+inline vfloat exp_nonpositive(vfloat x_in) {
+  const vint underflow = x_in < -87.0f;
+  const vfloat x = underflow ? vfloat{} - 87.0f : x_in;
+  const vfloat fx = x * 1.44269504088896341f + 0.5f;
+  vint n = __builtin_convertvector(fx, vint);  // truncates toward 0
+  vfloat t = __builtin_convertvector(n, vfloat);
+  const vint too_big = t > fx;                 // floor for negative values
+  t = too_big ? t - 1.0f : t;
+  n = too_big ? n - 1 : n;
+  const vfloat r = x - t * 0.693359375f - t * -2.12194440e-4f;
+  vfloat poly = vfloat{} + 1.9875691500e-4f;
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  poly = poly * r * r + r + 1.0f;
+  const vint bits = (n + 127) << 23;
+  vfloat scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return underflow ? vfloat{} : poly * scale;
+}
+
+// p̂ and q̂ = 1 - p̂ (see wiou_math_api.h): clip, or a sigmoid that never
+// overflows and computes each side without cancellation.
+template <bool kLogits>
+inline void probabilities(vfloat x, const Params& params, vfloat& p, vfloat& q) {
+  if (kLogits) {
+    const vint negative = x < 0.0f;
+    const vfloat e = exp_nonpositive(negative ? x : -x);  // exp(-|z|)
+    const vfloat big = 1.0f / (1.0f + e), small = e * big;
+    p = negative ? small : big;
+    q = negative ? big : small;
+  } else {
+    const vfloat lo = vfloat{} + params.lo, hi = vfloat{} + params.hi;
+    p = x < lo ? lo : x;
+    p = p > hi ? hi : p;
+    q = 1.0f - p;
+  }
+}
+
+// Up to kLanes elements of one operand, zero-padded (the ragged end of a block).
+template <typename T>
+inline vfloat load_partial(const T* ptr, int count) {
+  T padded[kLanes] = {};
+  std::memcpy(padded, ptr, sizeof(T) * count);
+  return load_floats(padded);
+}
+
+// Adds one vector's terms into acc[0..K). `valid` masks the padded lanes.
+template <Weighting W, bool kLogits, bool kWeighted>
+inline void accumulate_terms(vfloat y, vfloat x, vfloat s, vint valid, const Params& params,
+                             vfloat acc[kMaxTerms]) {
+  vfloat p, q;
+  probabilities<kLogits>(x, params, p, q);
+  const vfloat yp = y * p;
+  if (W == Weighting::kSeed) {
+    acc[0] += valid ? yp : vfloat{};
+    acc[1] += valid ? y + p - yp : vfloat{};
+    acc[2] += valid ? y : vfloat{};
+    return;
+  }
+  vfloat m = kWeighted ? s : vfloat{} + 1.0f;
+  if (W == Weighting::kPixel) m *= params.c0 + params.c1 * y;
+  m = valid ? m : vfloat{};
+  acc[0] += m * yp;
+  acc[1] += m * (y + p - yp);
+  if (W == Weighting::kClass) {
+    const vfloat not_y = 1.0f - y;
+    acc[2] += m * (not_y * q);
+    acc[3] += m * (not_y + y * q);
+  }
+}
+
+// The terms' sums over elements [begin, end), with kLanes accumulators each,
+// folded pairwise 16 -> 8 -> 4 -> 2 -> 1 into out[0..K).
+template <Weighting W, bool kLogits, bool kWeighted, typename TTrue, typename TPred>
+void block_sums(const TTrue* y, const TPred* p, const float* s, int64_t begin, int64_t end,
+                const Params& params, float out[kMaxTerms]) {
+  vfloat acc[kMaxTerms] = {};
+  const vint all = vint{} - 1;
+  const vfloat one = vfloat{} + 1.0f;
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
     __builtin_prefetch(y + i + kPrefetch);
     __builtin_prefetch(p + i + kPrefetch);
-    const vfloat yv = load_floats(y + i);
-    vfloat pv = load_floats(p + i);
-    pv = pv < lo ? lo : pv;
-    pv = pv > hi ? hi : pv;
-    const vfloat yp = yv * pv;
-    acc_i += yp;
-    acc_u += yv + pv - yp;
-    acc_y += yv;
+    if (kWeighted) __builtin_prefetch(s + i + kPrefetch);
+    accumulate_terms<W, kLogits, kWeighted>(load_floats(y + i), load_floats(p + i),
+                                            kWeighted ? load_floats(s + i) : one, all,
+                                            params, acc);
   }
-  for (int l = 0; i < end; ++i, ++l) {
-    const float yv = to_float(y[i]);
-    const float pv = clip(to_float(p[i]), b);
-    const float yp = yv * pv;
-    acc_i[l] += yp;
-    acc_u[l] += yv + pv - yp;
-    acc_y[l] += yv;
+  if (i < end) {
+    const int count = static_cast<int>(end - i);
+    vint valid;
+    for (int l = 0; l < kLanes; ++l) valid[l] = l < count ? -1 : 0;
+    accumulate_terms<W, kLogits, kWeighted>(load_partial(y + i, count),
+                                            load_partial(p + i, count),
+                                            kWeighted ? load_partial(s + i, count) : one,
+                                            valid, params, acc);
   }
-  // Fold the lanes pairwise: 16 -> 8 -> 4 -> 2 -> 1.
-  for (int width = kLanes / 2; width >= 1; width /= 2) {
-    for (int l = 0; l < width; ++l) {
-      acc_i[l] += acc_i[l + width];
-      acc_u[l] += acc_u[l + width];
-      acc_y[l] += acc_y[l + width];
+  for (int t = 0; t < kMaxTerms; ++t) {
+    for (int width = kLanes / 2; width >= 1; width /= 2) {
+      for (int l = 0; l < width; ++l) acc[t][l] += acc[t][l + width];
     }
+    out[t] = acc[t][0];
   }
-  out[0] = acc_i[0];
-  out[1] = acc_u[0];
-  out[2] = acc_y[0];
 }
 
-// Pairwise sum of column `c` of a row-major [count, 3] array: fixed order.
+template <Weighting W, bool kLogits, bool kWeighted, typename TTrue, typename TPred>
+void sums_blocks_variant(const TTrue* y, const TPred* p, const float* s, int64_t group_size,
+                         const Params& params, int64_t first, int64_t last, float* partials) {
+  const int64_t per_group = num_blocks(group_size);
+  for (int64_t k = first; k < last; ++k) {
+    const int64_t group = k / per_group;
+    const int64_t begin = group * group_size + (k % per_group) * kBlock;
+    const int64_t group_end = (group + 1) * group_size;
+    const int64_t end = begin + kBlock < group_end ? begin + kBlock : group_end;
+    block_sums<W, kLogits, kWeighted>(y, p, s, begin, end, params, partials + kMaxTerms * k);
+  }
+}
+
+// One compiled loop per (weighting, logits, weight map) variant; the runtime
+// choice happens once per call, never per element.
+template <typename TTrue, typename TPred>
+void iou_sums_blocks(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
+                     const Params& params, int64_t first, int64_t last, float* partials) {
+#define WIOU_SUMS_VARIANT(W, LOGITS, WEIGHTED)                                             \
+  return sums_blocks_variant<W, LOGITS, WEIGHTED>(y, p, weights, group_size, params, first, \
+                                                  last, partials)
+  const bool logits = params.from_logits, weighted = weights != nullptr;
+  switch (params.weighting) {
+    case Weighting::kSeed:  // the seed's weights act in the reduction, never in the sums
+      if (logits) WIOU_SUMS_VARIANT(Weighting::kSeed, true, false);
+      WIOU_SUMS_VARIANT(Weighting::kSeed, false, false);
+    case Weighting::kPixel:
+      if (logits && weighted) WIOU_SUMS_VARIANT(Weighting::kPixel, true, true);
+      if (logits) WIOU_SUMS_VARIANT(Weighting::kPixel, true, false);
+      if (weighted) WIOU_SUMS_VARIANT(Weighting::kPixel, false, true);
+      WIOU_SUMS_VARIANT(Weighting::kPixel, false, false);
+    case Weighting::kClass:
+      if (logits && weighted) WIOU_SUMS_VARIANT(Weighting::kClass, true, true);
+      if (logits) WIOU_SUMS_VARIANT(Weighting::kClass, true, false);
+      if (weighted) WIOU_SUMS_VARIANT(Weighting::kClass, false, true);
+      WIOU_SUMS_VARIANT(Weighting::kClass, false, false);
+  }
+#undef WIOU_SUMS_VARIANT
+}
+
+// Pairwise sum of column `c` of a row-major [count, kMaxTerms] array: fixed order.
 inline float pairwise_column_sum(const float* partials, int64_t count, int c) {
   if (count <= 8) {
     float s = 0.0f;
-    for (int64_t k = 0; k < count; ++k) s += partials[3 * k + c];
+    for (int64_t k = 0; k < count; ++k) s += partials[kMaxTerms * k + c];
     return s;
   }
   const int64_t half = count / 2;
   return pairwise_column_sum(partials, half, c) +
-         pairwise_column_sum(partials + 3 * half, count - half, c);
+         pairwise_column_sum(partials + kMaxTerms * half, count - half, c);
 }
 
-// Blocks [first, last) of the whole input, written to partials[3·block ...].
-template <typename TTrue, typename TPred>
-void seed_sums_blocks(const TTrue* y, const TPred* p, int64_t n, const Bounds& b,
-                      int64_t first, int64_t last, float* partials) {
-  for (int64_t k = first; k < last; ++k) {
-    const int64_t begin = k * kBlock;
-    const int64_t end = begin + kBlock < n ? begin + kBlock : n;
-    seed_block_sums(y, p, begin, end, b, partials + 3 * k);
+// m·(a·y + b·(1 - y))·dp̂ for one vector; m's class weight is 1 outside pixel mode.
+template <bool kLogits, bool kWeighted>
+inline vfloat gradient_terms(vfloat y, vfloat x, vfloat s, float a, float b,
+                             const Params& params) {
+  vfloat g = (a * y + b * (1.0f - y)) * (params.c0 + params.c1 * y);
+  if (kWeighted) g *= s;
+  if (kLogits) {
+    vfloat p, q;
+    probabilities<true>(x, params, p, q);
+    return g * (p * q);
   }
+  const vint in_range = (x >= params.lo) & (x <= params.hi);
+  return in_range ? g : vfloat{};
 }
 
-// Gradient of `upstream · L` with respect to p, elements [begin, end).
-template <typename TTrue, typename TPred>
-void seed_gradient(const TTrue* y, const TPred* p, int64_t begin, int64_t end,
-                   const float sums[3], float upstream, const Bounds& b, TPred* grad) {
-  const float inv_i = upstream / (sums[0] + b.eps);
-  const float inv_u = upstream / (sums[1] + b.eps);
-  const vfloat lo = vfloat{} + b.lo, hi = vfloat{} + b.hi;
+// Elements [begin, end) of one group (constant a, b).
+template <bool kLogits, bool kWeighted, typename TTrue, typename TPred>
+void gradient_span(const TTrue* y, const TPred* p, const float* s, float a, float b,
+                   const Params& params, int64_t begin, int64_t end, TPred* grad) {
+  const vfloat one = vfloat{} + 1.0f;
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
     __builtin_prefetch(y + i + kPrefetch);
     __builtin_prefetch(p + i + kPrefetch);
-    const vfloat yv = load_floats(y + i);
-    const vfloat pv = load_floats(p + i);
-    const vfloat g = (1.0f - yv) * inv_u - yv * inv_i;
-    const vint in_range = (pv >= lo) & (pv <= hi);
-    stream_floats(in_range ? g : vfloat{}, grad + i);
+    if (kWeighted) __builtin_prefetch(s + i + kPrefetch);
+    const vfloat g = gradient_terms<kLogits, kWeighted>(
+        load_floats(y + i), load_floats(p + i), kWeighted ? load_floats(s + i) : one, a, b,
+        params);
+    stream_floats(g, grad + i);
   }
   stream_fence();
-  for (; i < end; ++i) {
-    const float yv = to_float(y[i]);
-    const float pv = to_float(p[i]);
-    const float g = (1.0f - yv) * inv_u - yv * inv_i;
-    const bool in_range = pv >= b.lo && pv <= b.hi;
-    grad[i] = from_float<TPred>(in_range ? g : 0.0f);
+  if (i < end) {
+    const int count = static_cast<int>(end - i);
+    const vfloat g = gradient_terms<kLogits, kWeighted>(
+        load_partial(y + i, count), load_partial(p + i, count),
+        kWeighted ? load_partial(s + i, count) : one, a, b, params);
+    TPred out[kLanes];
+    store_floats(g, out);
+    std::memcpy(grad + i, out, sizeof(TPred) * count);
   }
+}
+
+template <bool kLogits, bool kWeighted, typename TTrue, typename TPred>
+void gradient_variant(const TTrue* y, const TPred* p, const float* s, int64_t group_size,
+                      const float* coef, const Params& params, int64_t begin, int64_t end,
+                      TPred* grad) {
+  while (begin < end) {  // one span per group that [begin, end) touches
+    const int64_t group = begin / group_size;
+    const int64_t group_end = (group + 1) * group_size;
+    const int64_t span_end = end < group_end ? end : group_end;
+    gradient_span<kLogits, kWeighted>(y, p, s, coef[2 * group], coef[2 * group + 1], params,
+                                      begin, span_end, grad);
+    begin = span_end;
+  }
+}
+
+template <typename TTrue, typename TPred>
+void iou_gradient(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
+                  const float* coef, const Params& params, int64_t begin, int64_t end,
+                  TPred* grad) {
+  if (begin >= end) return;
+  const bool weighted = weights != nullptr;
+  if (params.from_logits) {
+    if (weighted) return gradient_variant<true, true>(y, p, weights, group_size, coef, params,
+                                                      begin, end, grad);
+    return gradient_variant<true, false>(y, p, weights, group_size, coef, params, begin, end,
+                                         grad);
+  }
+  if (weighted) return gradient_variant<false, true>(y, p, weights, group_size, coef, params,
+                                                     begin, end, grad);
+  return gradient_variant<false, false>(y, p, weights, group_size, coef, params, begin, end,
+                                        grad);
 }
 
 }  // namespace wiou

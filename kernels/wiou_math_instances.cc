@@ -1,11 +1,17 @@
-// The seed-mode math compiled once per (y_true, y_pred) dtype pair, for the
+// The fused IoU math compiled once per (y_true, y_pred) dtype pair, for the
 // host CPU (-O3 -march=native): no TensorFlow header in this file.
 #include "wiou_math.h"
 
 namespace wiou {
 
-void combine_partials(const float* partials, int64_t blocks, float sums[3]) {
-  for (int c = 0; c < 3; ++c) sums[c] = pairwise_column_sum(partials, blocks, c);
+void combine_partials(const float* partials, int64_t groups, int64_t blocks_per_group,
+                      int terms, float* sums) {
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* first = partials + kMaxTerms * g * blocks_per_group;
+    for (int t = 0; t < terms; ++t) {
+      sums[terms * g + t] = pairwise_column_sum(first, blocks_per_group, t);
+    }
+  }
 }
 
 float stream_read_sum(const float* x, int64_t begin, int64_t end) {
@@ -18,11 +24,13 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end) {
   return total;
 }
 
-#define WIOU_INSTANTIATE(TTRUE, TPRED)                                                        \
-  template void seed_sums_blocks<TTRUE, TPRED>(const TTRUE*, const TPRED*, int64_t,           \
-                                               const Bounds&, int64_t, int64_t, float*);      \
-  template void seed_gradient<TTRUE, TPRED>(const TTRUE*, const TPRED*, int64_t, int64_t,     \
-                                            const float[3], float, const Bounds&, TPRED*);
+#define WIOU_INSTANTIATE(TTRUE, TPRED)                                                      \
+  template void iou_sums_blocks<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*,     \
+                                              int64_t, const Params&, int64_t, int64_t,     \
+                                              float*);                                      \
+  template void iou_gradient<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*, int64_t, \
+                                           const float*, const Params&, int64_t, int64_t,   \
+                                           TPRED*);
 
 WIOU_FOR_EACH_DTYPE_PAIR(WIOU_INSTANTIATE)
 

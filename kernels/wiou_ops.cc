@@ -1,8 +1,8 @@
 // TensorFlow adapter for kernels/wiou_math.h: op registration and thin
 // OpKernels, one template registered per (y_pred, y_true) dtype pair.
 //
-//   WiouSeedSums(y_true, y_pred; epsilon) -> sums float32[3] = {I, U, Sy}
-//   WiouSeedGrad(y_true, y_pred, sums, upstream; epsilon) -> grad (y_pred's dtype)
+//   WiouIouSums(y_true, y_pred, weights; attrs) -> sums float32[groups, terms]
+//   WiouIouSumsGrad(y_true, y_pred, weights, coef; attrs) -> grad (y_pred's dtype)
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -29,33 +29,53 @@ namespace {
 constexpr char kPredAttr[] = "Tpred: {float, half, bfloat16}";
 constexpr char kTrueAttr[] = "Ttrue: {float, half, bfloat16, uint8, int32, bool}";
 
-REGISTER_OP("WiouSeedSums")
+// Attributes shared by both ops: what is summed (wiou_math_api.h).
+#define WIOU_SUMS_ATTRS                            \
+  Attr("weighting: {'seed', 'pixel', 'class'}")    \
+      .Attr("from_logits: bool")                   \
+      .Attr("per_image: bool")                     \
+      .Attr("epsilon: float")                      \
+      .Attr("weight_background: float")            \
+      .Attr("weight_foreground: float")            \
+      .Attr(kPredAttr)                             \
+      .Attr(kTrueAttr)
+
+REGISTER_OP("WiouIouSums")
     .Input("y_true: Ttrue")
     .Input("y_pred: Tpred")
+    .Input("weights: float")
     .Output("sums: float")
-    .Attr("epsilon: float")
-    .Attr(kPredAttr)
-    .Attr(kTrueAttr)
+    .WIOU_SUMS_ATTRS
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->Vector(3));
+      std::string weighting;
+      bool per_image;
+      TF_RETURN_IF_ERROR(c->GetAttr("weighting", &weighting));
+      TF_RETURN_IF_ERROR(c->GetAttr("per_image", &per_image));
+      const int terms = weighting == "seed" ? 3 : (weighting == "pixel" ? 2 : 4);
+      shape_inference::DimensionHandle groups = c->MakeDim(1);
+      if (per_image && c->RankKnown(c->input(1)) && c->Rank(c->input(1)) > 0) {
+        groups = c->Dim(c->input(1), 0);
+      } else if (per_image) {
+        groups = c->UnknownDim();
+      }
+      c->set_output(0, c->Matrix(groups, terms));
       return absl::OkStatus();
     })
-    .Doc("Fused seed-mode IoU sums {sum(y*p^), sum(y+p^-y*p^), sum(y)}, p^=clip(p,eps,1-eps).");
+    .Doc("Fused IoU sums, one row per group (wiou_ops/_iou.py); weights: a map of y's "
+         "shape, or empty for none.");
 
-REGISTER_OP("WiouSeedGrad")
+REGISTER_OP("WiouIouSumsGrad")
     .Input("y_true: Ttrue")
     .Input("y_pred: Tpred")
-    .Input("sums: float")
-    .Input("upstream: float")
+    .Input("weights: float")
+    .Input("coef: float")
     .Output("grad: Tpred")
-    .Attr("epsilon: float")
-    .Attr(kPredAttr)
-    .Attr(kTrueAttr)
+    .WIOU_SUMS_ATTRS
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(1));
       return absl::OkStatus();
     })
-    .Doc("upstream * d(-log IoU)/d y_pred from the sums of WiouSeedSums.");
+    .Doc("m*(a*y + b*(1-y))*dp^ with (a, b) = coef[group]: the VJP of WiouIouSums.");
 
 REGISTER_OP("WiouStreamRead")
     .Input("x: float")
@@ -86,37 +106,85 @@ const typename Storage<T>::type* storage(const Tensor& t) {
   return reinterpret_cast<const typename Storage<T>::type*>(t.flat<T>().data());
 }
 
-Status CheckSameShape(const Tensor& y_true, const Tensor& y_pred) {
-  if (y_true.shape() != y_pred.shape()) {
-    return errors::InvalidArgument("y_true and y_pred must have the same shape, got y_true ",
-                                   y_true.shape().DebugString(), " and y_pred ",
-                                   y_pred.shape().DebugString());
+// The attributes as the math's parameters, and the inputs' layout.
+class SumsOpBase : public OpKernel {
+ public:
+  explicit SumsOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string weighting;
+    bool from_logits = false;
+    float epsilon = 0, weight_background = 0, weight_foreground = 0;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("weighting", &weighting));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("from_logits", &from_logits));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("per_image", &per_image_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("weight_background", &weight_background));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("weight_foreground", &weight_foreground));
+    const wiou::Weighting w = weighting == "seed"    ? wiou::Weighting::kSeed
+                              : weighting == "pixel" ? wiou::Weighting::kPixel
+                                                     : wiou::Weighting::kClass;
+    params_ = wiou::Params(w, from_logits, epsilon, weight_background, weight_foreground);
   }
-  return absl::OkStatus();
-}
+
+ protected:
+  // Checks shapes; sets groups and group size (elements per group).
+  Status Layout(const Tensor& y_true, const Tensor& y_pred, const Tensor& weights,
+                int64_t* groups, int64_t* group_size) const {
+    if (y_true.shape() != y_pred.shape()) {
+      return errors::InvalidArgument("y_true and y_pred must have the same shape, got y_true ",
+                                     y_true.shape().DebugString(), " and y_pred ",
+                                     y_pred.shape().DebugString());
+    }
+    if (weights.NumElements() != 0 && weights.shape() != y_pred.shape()) {
+      return errors::InvalidArgument("the weight map must have y_pred's shape ",
+                                     y_pred.shape().DebugString(), ", got ",
+                                     weights.shape().DebugString());
+    }
+    const int64_t n = y_pred.NumElements();
+    if (per_image_) {
+      if (y_pred.dims() < 1) {
+        return errors::InvalidArgument("per_image needs a batch axis, got a scalar y_pred");
+      }
+      *groups = y_pred.dim_size(0);
+    } else {
+      *groups = 1;
+    }
+    *group_size = *groups > 0 ? n / *groups : 0;
+    return absl::OkStatus();
+  }
+
+  static const float* WeightMap(const Tensor& weights) {
+    return weights.NumElements() == 0 ? nullptr : weights.flat<float>().data();
+  }
+
+  wiou::Params params_;
+  bool per_image_ = false;
+};
 
 // Work per block for the thread pool's cost model (cycles, roughly).
 constexpr int64_t kBlockCost = wiou::kBlock * 4;
 
 template <typename TPred, typename TTrue>
-class SeedSumsOp : public OpKernel {
+class IouSumsOp : public SumsOpBase {
  public:
-  explicit SeedSumsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
-  }
+  using SumsOpBase::SumsOpBase;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& y_true = ctx->input(0);
     const Tensor& y_pred = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckSameShape(y_true, y_pred));
-    const int64_t n = y_pred.NumElements();
-    const wiou::Bounds bounds(epsilon_);
+    const Tensor& weights = ctx->input(2);
+    int64_t groups = 0, group_size = 0;
+    OP_REQUIRES_OK(ctx, Layout(y_true, y_pred, weights, &groups, &group_size));
+    const int terms = wiou::num_terms(params_.weighting);
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({groups, terms}), &out));
+    const int64_t per_group = wiou::num_blocks(group_size);
+    const int64_t blocks = groups * per_group;
+    std::vector<float> partials(wiou::kMaxTerms * (blocks > 0 ? blocks : 1), 0.0f);
     const auto* y = storage<TTrue>(y_true);
     const auto* p = storage<TPred>(y_pred);
-    const int64_t blocks = wiou::num_blocks(n);
-    std::vector<float> partials(3 * (blocks > 0 ? blocks : 1), 0.0f);
+    const float* s = WeightMap(weights);
     auto work = [&](int64_t first, int64_t last) {
-      wiou::seed_sums_blocks(y, p, n, bounds, first, last, partials.data());
+      wiou::iou_sums_blocks(y, p, s, group_size, params_, first, last, partials.data());
     };
     if (blocks > 1) {
       ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, kBlockCost,
@@ -124,49 +192,37 @@ class SeedSumsOp : public OpKernel {
     } else {
       work(0, blocks);
     }
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({3}), &out));
-    wiou::combine_partials(partials.data(), blocks, out->flat<float>().data());
+    wiou::combine_partials(partials.data(), groups, per_group, terms, out->flat<float>().data());
   }
-
- private:
-  float epsilon_;
 };
 
 template <typename TPred, typename TTrue>
-class SeedGradOp : public OpKernel {
+class IouSumsGradOp : public SumsOpBase {
  public:
-  explicit SeedGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
-  }
+  using SumsOpBase::SumsOpBase;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& y_true = ctx->input(0);
     const Tensor& y_pred = ctx->input(1);
-    const Tensor& sums_t = ctx->input(2);
-    const Tensor& upstream_t = ctx->input(3);
-    OP_REQUIRES_OK(ctx, CheckSameShape(y_true, y_pred));
-    OP_REQUIRES(ctx, sums_t.NumElements() == 3,
-                errors::InvalidArgument("sums must hold 3 values, got ",
-                                        sums_t.shape().DebugString()));
-    OP_REQUIRES(ctx, upstream_t.NumElements() == 1,
-                errors::InvalidArgument("upstream must be a scalar, got ",
-                                        upstream_t.shape().DebugString()));
-    float sums[3];
-    std::memcpy(sums, sums_t.flat<float>().data(), sizeof(sums));
-    const float upstream = upstream_t.flat<float>()(0);
-
+    const Tensor& weights = ctx->input(2);
+    const Tensor& coef = ctx->input(3);
+    int64_t groups = 0, group_size = 0;
+    OP_REQUIRES_OK(ctx, Layout(y_true, y_pred, weights, &groups, &group_size));
+    OP_REQUIRES(ctx, coef.NumElements() == 2 * groups,
+                errors::InvalidArgument("coef must hold 2 values per group (", groups,
+                                        " groups), got ", coef.shape().DebugString()));
     Tensor grad = GradientBuffer(ctx, y_pred.shape());
     if (!ctx->status().ok()) return;
     const int64_t n = y_pred.NumElements();
-    const wiou::Bounds bounds(epsilon_);
     const auto* y = storage<TTrue>(y_true);
     const auto* p = storage<TPred>(y_pred);
+    const float* s = WeightMap(weights);
+    const float* c = coef.flat<float>().data();
     auto* g = const_cast<typename Storage<TPred>::type*>(storage<TPred>(grad));
     auto work = [&](int64_t first, int64_t last) {
       const int64_t begin = first * wiou::kBlock;
       const int64_t end = last * wiou::kBlock < n ? last * wiou::kBlock : n;
-      wiou::seed_gradient(y, p, begin, end, sums, upstream, bounds, g);
+      wiou::iou_gradient(y, p, s, group_size, c, params_, begin, end, g);
     };
     const int64_t blocks = wiou::num_blocks(n);
     if (blocks > 1) {
@@ -200,7 +256,6 @@ class SeedGradOp : public OpKernel {
     return fresh;
   }
 
-  float epsilon_;
   mutex mu_;
   Tensor cached_ TF_GUARDED_BY(mu_);
 };
@@ -232,16 +287,16 @@ class StreamReadOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("WiouStreamRead").Device(DEVICE_CPU), StreamReadOp);
 
 #define WIOU_REGISTER(TPRED, TTRUE)                                                        \
-  REGISTER_KERNEL_BUILDER(Name("WiouSeedSums")                                             \
+  REGISTER_KERNEL_BUILDER(Name("WiouIouSums")                                             \
                               .Device(DEVICE_CPU)                                          \
                               .TypeConstraint<TPRED>("Tpred")                              \
                               .TypeConstraint<TTRUE>("Ttrue"),                             \
-                          SeedSumsOp<TPRED, TTRUE>);                                       \
-  REGISTER_KERNEL_BUILDER(Name("WiouSeedGrad")                                             \
+                          IouSumsOp<TPRED, TTRUE>);                                       \
+  REGISTER_KERNEL_BUILDER(Name("WiouIouSumsGrad")                                             \
                               .Device(DEVICE_CPU)                                          \
                               .TypeConstraint<TPRED>("Tpred")                              \
                               .TypeConstraint<TTRUE>("Ttrue"),                             \
-                          SeedGradOp<TPRED, TTRUE>);
+                          IouSumsGradOp<TPRED, TTRUE>);
 
 #define WIOU_REGISTER_ALL_LABELS(TPRED) \
   WIOU_REGISTER(TPRED, float)           \

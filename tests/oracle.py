@@ -48,3 +48,101 @@ def seed_value_and_grad(
     else:
         factor = np.sum(ws) / y.size
     return log_iou * factor, upstream * factor * d_log_iou
+
+
+def _sigmoid(z):
+    return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
+                    np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+
+
+def _ratio_loss(inter, union, eps, log):
+    """(L, dL/dI, dL/dU) of one IoU, float64."""
+    ratio = (inter + eps) / (union + eps)
+    if log:
+        return -np.log(ratio), -1.0 / (inter + eps), 1.0 / (union + eps)
+    return 1.0 - ratio, -1.0 / (union + eps), (inter + eps) / (union + eps) ** 2
+
+
+def iou_value_and_grad(
+    y_true,
+    y_pred,
+    *,
+    weighting="seed",
+    per_image=False,
+    from_logits=False,
+    log=True,
+    weight_background=1.0,
+    weight_foreground=1.0,
+    epsilon=1e-7,
+    weight_map=None,
+    group_weight=None,
+    reduction="sum_over_batch_size",
+    upstream=1.0,
+):
+    """Every mode of DESIGN.md "Semantics", in float64, written out term by term.
+
+    ``weight_map`` (y's shape) enters the sums (pixel/class); ``group_weight``
+    ((B,) with per_image, else a scalar) multiplies each IoU's loss. Seed
+    weighting takes neither (its sample weights are Keras's; see
+    seed_value_and_grad). Returns (loss, upstream · d loss/d y_pred); for
+    ``reduction="none"`` ``upstream`` has the loss's shape.
+    """
+    y = np.asarray(y_true, np.float64)
+    x = np.asarray(y_pred, np.float64)
+    shape = y.shape
+    groups = shape[0] if per_image else 1
+    y, x = y.reshape(groups, -1), x.reshape(groups, -1)
+    eps = _f32(epsilon)
+    if from_logits:
+        p, q = _sigmoid(x), _sigmoid(-x)
+        dp = p * q
+    else:
+        lo, hi = _f32(epsilon), _f32(1.0 - epsilon)
+        p = np.clip(x, lo, hi)
+        q = 1.0 - p
+        dp = ((x >= lo) & (x <= hi)).astype(np.float64)
+    s = np.ones_like(y) if weight_map is None else np.asarray(weight_map, np.float64).reshape(
+        groups, -1)
+    class_w = weight_background * (1.0 - y) + weight_foreground * y
+    if weighting == "seed":
+        m = np.ones_like(y)
+    elif weighting == "pixel":
+        m = s * class_w
+    else:
+        m = s
+    inter = np.sum(m * y * p, axis=1)
+    union = np.sum(m * (y + p - y * p), axis=1)
+    loss, d_i, d_u = _ratio_loss(inter, union, eps, log)
+    d_p = m * (d_i[:, None] * y + d_u[:, None] * (1.0 - y))  # dL_g/dp̂ per element
+    if weighting == "class":
+        inter_b = np.sum(m * (1.0 - y) * q, axis=1)
+        union_b = np.sum(m * (1.0 - y * p), axis=1)
+        loss_b, d_ib, d_ub = _ratio_loss(inter_b, union_b, eps, log)
+        d_pb = m * (-d_ib[:, None] * (1.0 - y) - d_ub[:, None] * y)
+        total = weight_foreground + weight_background
+        loss = (weight_foreground * loss + weight_background * loss_b) / total
+        d_p = (weight_foreground * d_p + weight_background * d_pb) / total
+    d_p = d_p * dp
+    up = np.asarray(upstream, np.float64)
+    if weighting == "seed":  # the map L_g · w, reduced as Keras does without sample weights
+        if reduction in (None, "none"):
+            values = loss[:, None] * class_w
+            d_loss = np.sum(np.broadcast_to(up, shape).reshape(groups, -1) * class_w, axis=1)
+            return values.reshape(shape), (d_loss[:, None] * d_p).reshape(shape)
+        factor = np.sum(class_w, axis=1) * (1.0 if reduction == "sum" else 1.0 / y.size)
+        return np.sum(loss * factor), (up * factor[:, None] * d_p).reshape(shape)
+    gw = np.ones(groups) if group_weight is None else np.broadcast_to(
+        np.asarray(group_weight, np.float64).reshape(-1), (groups,))
+    if reduction in (None, "none"):
+        d_loss = np.broadcast_to(up, (groups,)) * gw
+        value = loss * gw if per_image else (loss * gw)[0]
+    else:
+        if reduction == "sum" or not per_image:
+            divisor = 1.0
+        elif reduction == "mean_with_sample_weight" and group_weight is not None:
+            divisor = np.sum(gw)
+        else:
+            divisor = groups
+        value = np.sum(loss * gw) / divisor
+        d_loss = up * gw / divisor
+    return value, (d_loss[:, None] * d_p).reshape(shape)

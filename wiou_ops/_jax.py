@@ -1,16 +1,16 @@
-"""Seed-mode fused weighted IoU in JAX: ``jax.custom_vjp``, blocked float32 sums, shard-aware.
+"""The fused weighted IoU in JAX: ``jax.custom_vjp`` sums, blocked float32 accumulation, shard-aware.
 
-Imports only JAX and NumPy (no TensorFlow), so GPU/TPU machines with JAX alone
-can use and benchmark it. Same formulas as the TensorFlow implementations::
+Imports JAX, NumPy and ``_iou`` (no TensorFlow, no Keras backend), so GPU/TPU
+machines with JAX alone can use and benchmark it. The same sums and VJP as the
+TensorFlow implementations (``_iou.py`` states them)::
 
-    p̂ = clip(p, ε, 1-ε);  I = Σ y·p̂;  U = Σ (y + p̂ - y·p̂);  Sy = Σ y
-    L = -log((I + ε)/(U + ε))
-    loss = L · reduce(w_b·(1 - y) + w_f·y)          (seed weighting)
-    ∂L/∂p_i = [(1 - y_i)/(U + ε) - y_i/(I + ε)] · 1[ε ≤ p_i ≤ 1-ε]
+    sums_g = Σ_{i in group g} terms(y_i, p̂_i, m_i)        one fused pass
+    ∂/∂p_i = m_i·(a_g·y_i + b_g·(1 - y_i))·dp̂_i           one elementwise pass
 
-With ``axis_name`` the three sums (and the element count) are ``psum``-ed over
-that named axis (``shard_map``/``pmap``), so every shard sees the global IoU
-and its gradient equals the unsharded one for its slice.
+With ``axis_name`` the sums are ``psum``-ed over that named axis
+(``shard_map``/``pmap``), so every shard sees the global IoU and its gradient
+equals the unsharded one for its slice. Per-image sums need no all-reduce;
+only the batch mean's count does.
 """
 
 import functools
@@ -20,17 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from wiou_ops import _iou
+
 _BLOCK = 256  # partial sums of at most 256 numbers per level
 _LEVELS = 3   # 1e8 elements leave 6 partial sums after three levels
-_PLAIN_SUM_PLATFORMS = ("gpu",)  # where XLA's own reduction is accurate (see _blocked_sum)
+_PLAIN_SUM_PLATFORMS = ("gpu",)  # where XLA's own reduction is accurate (see _row_sums)
 
 
 def _accumulation_dtype(pred_dtype):
     return jnp.float64 if pred_dtype == jnp.float64 else jnp.float32
 
 
-def _blocked_sum(x):
-    """Sum of a 1-D array in levels of ``_BLOCK`` partial sums (accurate in float32).
+def _row_sums(x):
+    """Row sums of a (G, n) array in levels of ``_BLOCK`` partial sums (accurate in float32).
 
     The optimization barrier keeps XLA from folding the levels back into one
     long reduction (XLA:CPU then adds nearly in sequence). XLA:GPU reduces in
@@ -39,86 +41,181 @@ def _blocked_sum(x):
     (benchmarks/results/gpu-nvidia-h200/), so GPUs take the plain sum.
     """
     if jax.default_backend() in _PLAIN_SUM_PLATFORMS:
-        return x.sum()
+        return x.sum(axis=1)
     for _ in range(_LEVELS):
-        if x.shape[0] <= _BLOCK:
+        if x.shape[1] <= _BLOCK:
             break
-        pad = (-x.shape[0]) % _BLOCK
+        pad = (-x.shape[1]) % _BLOCK
         if pad:
-            x = jnp.pad(x, (0, pad))
-        x = lax.optimization_barrier(x.reshape(-1, _BLOCK).sum(axis=1))
-    return x.sum()
+            x = jnp.pad(x, ((0, 0), (0, pad)))
+        x = lax.optimization_barrier(x.reshape(x.shape[0], -1, _BLOCK).sum(axis=2))
+    return x.sum(axis=1)
 
 
-def _seed_sums(y_true, y_pred, epsilon, axis_name):
+def _as_groups(x, spec, dtype):
+    groups = x.shape[0] if spec.per_image else 1
+    return x.reshape(groups, int(np.prod(x.shape[1:] if spec.per_image else x.shape))).astype(
+        dtype)
+
+
+def _probabilities(x, spec):
+    if spec.from_logits:
+        return jax.nn.sigmoid(x), jax.nn.sigmoid(-x)
+    acc = x.dtype.type
+    p = jnp.clip(x, acc(spec.epsilon), acc(1.0 - spec.epsilon))
+    return p, 1.0 - p
+
+
+def _element_weight(y, weights, spec, acc):
+    c0, c1 = spec.pixel_weights
+    m = None if weights is None else _as_groups(weights, spec, acc)
+    if spec.weighting == "pixel":
+        class_weight = c0 + c1 * y
+        m = class_weight if m is None else m * class_weight
+    return m
+
+
+def _sums(y_true, y_pred, weights, spec, axis_name):
     acc = _accumulation_dtype(y_pred.dtype)
-    y = y_true.reshape(-1).astype(acc)
-    p = jnp.clip(y_pred.reshape(-1).astype(acc), acc(epsilon), acc(1.0 - epsilon))
+    y = _as_groups(y_true, spec, acc)
+    p, q = _probabilities(_as_groups(y_pred, spec, acc), spec)
     yp = y * p
-    sums = jnp.stack([_blocked_sum(yp), _blocked_sum(y + p - yp), _blocked_sum(y)])
-    if axis_name is not None:
+    terms = [yp, y + p - yp]
+    if spec.weighting == "seed":
+        terms.append(y)
+    else:
+        if spec.weighting == "class":
+            terms += [(1.0 - y) * q, (1.0 - y) + y * q]
+        m = _element_weight(y, weights, spec, acc)
+        if m is not None:
+            terms = [m * t for t in terms]
+    sums = jnp.stack([_row_sums(t) for t in terms], axis=1)
+    if axis_name is not None and not spec.per_image:
         sums = lax.psum(sums, axis_name)
     return sums
 
 
-def _log_iou(sums, epsilon):
-    eps = sums.dtype.type(epsilon)
-    return -jnp.log((sums[0] + eps) / (sums[1] + eps))
-
-
 def _zero_cotangent(x):
+    if x is None:
+        return None
     if jnp.issubdtype(x.dtype, jnp.inexact):
         return jnp.zeros_like(x)
     return np.zeros(x.shape, dtype=jax.dtypes.float0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def seed_log_iou(y_true, y_pred, epsilon, axis_name=None):
-    """``(L, Sy)`` of the seed formula; ``L`` has the hand-written one-pass gradient."""
-    sums = _seed_sums(y_true, y_pred, epsilon, axis_name)
-    return _log_iou(sums, epsilon), sums[2]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def iou_sums(y_true, y_pred, weights, spec, axis_name=None):
+    """The (G, K) sums of ``spec`` (``_iou.SumsSpec``); hand-written VJP w.r.t. y_pred.
 
-
-def _seed_log_iou_fwd(y_true, y_pred, epsilon, axis_name):
-    sums = _seed_sums(y_true, y_pred, epsilon, axis_name)
-    return (_log_iou(sums, epsilon), sums[2]), (y_true, y_pred, sums)
-
-
-def _seed_log_iou_bwd(epsilon, axis_name, residuals, cotangents):
-    del axis_name  # the sums are already global
-    y_true, y_pred, sums = residuals
-    d_loss = cotangents[0].astype(sums.dtype)
-    acc = sums.dtype.type
-    y = y_true.astype(sums.dtype)
-    p = y_pred.astype(sums.dtype)
-    inv_i = d_loss / (sums[0] + acc(epsilon))
-    inv_u = d_loss / (sums[1] + acc(epsilon))
-    in_range = (p >= acc(epsilon)) & (p <= acc(1.0 - epsilon))
-    grad = jnp.where(in_range, (1.0 - y) * inv_u - y * inv_i, 0.0)
-    return _zero_cotangent(y_true), grad.astype(y_pred.dtype)
-
-
-seed_log_iou.defvjp(_seed_log_iou_fwd, _seed_log_iou_bwd)
-
-
-def seed_weighted_iou_loss(y_true, y_pred, *, weight_background=1.0, weight_foreground=1.0,
-                           epsilon=1e-7, reduction="sum_over_batch_size", axis_name=None):
-    """The seed class's reduced loss (no sample weights), fused.
-
-    ``reduction``: "sum_over_batch_size"/"mean" (mean weight) or "sum".
+    ``weights``: a weight map of y's shape, or None. Labels and weights get a
+    zero cotangent (they are data).
     """
+    return _sums(y_true, y_pred, weights, spec, axis_name)
+
+
+def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name):
+    sums = _sums(y_true, y_pred, weights, spec, axis_name)
+    return sums, (y_true, y_pred, weights)
+
+
+def _iou_sums_bwd(spec, axis_name, residuals, d_sums):
+    del axis_name  # the sums are already global
+    y_true, y_pred, weights = residuals
+    acc = _accumulation_dtype(y_pred.dtype)
+    coef = d_sums.astype(acc) @ jnp.asarray(_iou.PROJECTION[spec.weighting], acc)
+    y = _as_groups(y_true, spec, acc)
+    x = _as_groups(y_pred, spec, acc)
+    grad = coef[:, 0:1] * y + coef[:, 1:2] * (1.0 - y)
+    m = _element_weight(y, weights, spec, acc)
+    if m is not None:
+        grad = m * grad
+    if spec.from_logits:
+        grad = grad * (jax.nn.sigmoid(x) * jax.nn.sigmoid(-x))
+    else:
+        in_range = (x >= acc(spec.epsilon)) & (x <= acc(1.0 - spec.epsilon))
+        grad = jnp.where(in_range, grad, 0.0)
+    grad = grad.reshape(y_pred.shape).astype(y_pred.dtype)
+    return _zero_cotangent(y_true), grad, _zero_cotangent(weights)
+
+
+iou_sums.defvjp(_iou_sums_fwd, _iou_sums_bwd)
+
+
+def weighted_iou_loss(y_true, y_pred, *, weight_background=1.0, weight_foreground=1.0,
+                      epsilon=1e-7, weighting="seed", per_image=False, from_logits=False,
+                      log=True, sample_weight=None, reduction="sum_over_batch_size",
+                      axis_name=None):
+    """The weighted IoU loss in plain JAX (jittable; every weighting of DESIGN.md).
+
+    ``sample_weight`` (pixel/class weighting): a weight map that broadcasts to
+    y_true's shape, inside the sums. Seed weighting: no sample weight (use the
+    Keras class for Keras's sample-weight semantics). ``reduction``:
+    "sum_over_batch_size"/"mean" or "sum"; seed weighting divides by the pixel
+    count, the others by the number of IoUs (B with ``per_image``, else 1).
+    With ``axis_name`` (inside ``shard_map``/``pmap`` over the batch) the
+    result and gradients equal the unsharded ones.
+    """
+    options = dict(weight_background=weight_background, weight_foreground=weight_foreground,
+                   epsilon=epsilon, weighting=weighting, per_image=per_image,
+                   from_logits=from_logits, log=log)
+    _check(y_true, y_pred, options, sample_weight, reduction)
+    spec = _iou.SumsSpec(**{k: v for k, v in options.items() if k != "log"})
+    weights = None
+    if sample_weight is not None:
+        weights = jnp.broadcast_to(_expand_trailing(jnp.asarray(sample_weight, jnp.float32),
+                                                    y_pred.ndim), y_pred.shape)
+    sums = iou_sums(y_true, y_pred, weights, spec, axis_name)
+    losses = _iou.group_losses(sums, spec, log, jnp.log)
+
+    def global_sum(x):
+        # Per-image losses live on their shard; whole-batch sums are already global.
+        return x if axis_name is None or not per_image else lax.psum(x, axis_name)
+
+    if weighting == "seed":
+        count = jnp.asarray(y_pred.size, losses.dtype)
+        group_size = count / max(sums.shape[0], 1)
+        if axis_name is not None and not per_image:
+            count = group_size = lax.psum(count, axis_name)
+        sum_y = sums[:, 2]
+        total = global_sum(jnp.sum(losses * (weight_background * (group_size - sum_y)
+                                             + weight_foreground * sum_y)))
+        if reduction == "sum":
+            return total
+        return total / jnp.maximum(global_sum(count), 1)
+    if not per_image:
+        return losses[0]
+    total = global_sum(jnp.sum(losses))
+    if reduction == "sum":
+        return total
+    return total / jnp.maximum(global_sum(jnp.asarray(losses.shape[0], losses.dtype)), 1)
+
+
+def seed_weighted_iou_loss(y_true, y_pred, **options):
+    """``weighted_iou_loss`` with the seed weighting (the drop-in's numbers)."""
+    return weighted_iou_loss(y_true, y_pred, weighting="seed", **options)
+
+
+def _expand_trailing(weight, rank):
+    while weight.ndim < rank:
+        weight = weight[..., None]
+    return weight
+
+
+def _check(y_true, y_pred, options, sample_weight, reduction):
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same shape, got y_true.shape="
                          f"{y_true.shape} and y_pred.shape={y_pred.shape}.")
     if not jnp.issubdtype(y_pred.dtype, jnp.floating):
         raise TypeError(f"y_pred must be floating, got dtype {y_pred.dtype}.")
+    if options["weighting"] not in _iou.TERMS:
+        raise ValueError(f"Unknown weighting={options['weighting']!r}; expected one of "
+                         f"{tuple(_iou.TERMS)}.")
+    if options["per_image"] and y_pred.ndim < 2:
+        raise ValueError("per_image=True needs y_pred of rank >= 2 (a batch axis and at "
+                         f"least one more), got y_pred.shape={y_pred.shape}.")
     if reduction not in ("sum_over_batch_size", "mean", "sum"):
-        raise ValueError(f"reduction={reduction!r} is not supported by the JAX path yet.")
-    log_iou, sum_y = seed_log_iou(y_true, y_pred, float(epsilon), axis_name)
-    count = jnp.asarray(y_pred.size, log_iou.dtype)
-    if axis_name is not None:
-        count = lax.psum(count, axis_name)
-    total_weight = weight_background * (count - sum_y) + weight_foreground * sum_y
-    if reduction == "sum":
-        return log_iou * total_weight
-    return log_iou * (total_weight / jnp.maximum(count, 1))
+        raise ValueError(f"reduction={reduction!r}: the plain JAX function supports "
+                         "'sum_over_batch_size', 'mean' and 'sum' (the Keras class has all).")
+    if sample_weight is not None and options["weighting"] == "seed":
+        raise ValueError("sample_weight with weighting='seed' follows Keras's reduction: use "
+                         "wiou_ops.WeightedIoULoss on the JAX backend.")

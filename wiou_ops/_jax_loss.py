@@ -1,17 +1,17 @@
 """The loss on the JAX Keras backend: input checks, the fused JAX sums, Keras's reduction.
 
-Seed weighting only so far (issue #7 brings every option and the Keras JAX
-distribution API). Same formulas and reduction as on TensorFlow; the clip
-gradient follows DESIGN.md (ties at ε and 1-ε pass), where the seed class on
+Every weighting and option (Keras's JAX distribution API: issue #7). Same
+formulas and reduction as on TensorFlow; the clip gradient follows DESIGN.md (ties at ε and 1-ε pass), where the seed class on
 JAX (``jnp.clip`` autodiff) gives ties half the gradient.
 """
 
+import jax
 import jax.numpy as jnp
 
-from wiou_ops import _dispatch, _jax, losses
+from wiou_ops import _dispatch, _iou, _jax, losses
 
 
-def as_inputs(y_true, y_pred):
+def as_inputs(y_true, y_pred, per_image=False):
     y_pred = jnp.asarray(y_pred)
     if not jnp.issubdtype(y_pred.dtype, jnp.floating):
         raise TypeError(
@@ -26,12 +26,41 @@ def as_inputs(y_true, y_pred):
             f"y_true and y_pred must have the same shape, got y_true.shape={y_true.shape} "
             f"and y_pred.shape={y_pred.shape}. (A mask of shape (B, H, W) for predictions "
             "of shape (B, H, W, 1) needs y_true[..., None].)")
+    if per_image and y_pred.ndim < 2:
+        raise ValueError(
+            "per_image=True needs a batch axis and at least one more: y_pred must have "
+            f"rank >= 2, got y_pred.shape={y_pred.shape}.")
     return y_true, y_pred
 
 
 def compute(y_true, y_pred, sample_weight, mask, options):
-    y_true, y_pred = as_inputs(y_true, y_pred)
+    y_true, y_pred = as_inputs(y_true, y_pred, options["per_image"])
+    if options["check_inputs"]:
+        _check_values(y_true, y_pred, sample_weight, options)
     _dispatch.select_jax(options["implementation"])
-    log_iou_loss, sum_y = _jax.seed_log_iou(y_true, y_pred, options["epsilon"], None)
-    return losses.seed_loss_from_sums(log_iou_loss, sum_y, y_true, y_pred, sample_weight, mask,
-                                      options)
+    spec = _iou.SumsSpec.from_options(options)
+    weight_map, group_weight = None, None
+    if spec.weighting != "seed":
+        weight_map, group_weight = losses.split_weights(y_true, sample_weight, mask,
+                                                        spec.per_image)
+    sums = _jax.iou_sums(y_true, y_pred, weight_map, spec, None)
+    return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
+                                 options)
+
+
+def _check_values(y_true, y_pred, sample_weight, options):
+    """``check_inputs=True`` on concrete arrays (under jit the values are unknown: skipped)."""
+    if isinstance(y_pred, jax.core.Tracer) or isinstance(y_true, jax.core.Tracer):
+        return
+    if not bool(jnp.all((y_true >= 0) & (y_true <= 1))):
+        raise ValueError("y_true must be in [0, 1] (check_inputs=True).")
+    if options["from_logits"]:
+        if not bool(jnp.all(jnp.isfinite(y_pred))):
+            raise ValueError("y_pred (logits) must be finite (check_inputs=True).")
+    elif not bool(jnp.all((y_pred >= 0) & (y_pred <= 1))):
+        raise ValueError("y_pred must be probabilities in [0, 1] (from_logits=False; "
+                         "check_inputs=True).")
+    if sample_weight is not None and not isinstance(sample_weight, jax.core.Tracer):
+        weight = jnp.asarray(sample_weight)
+        if not bool(jnp.all(jnp.isfinite(weight) & (weight >= 0))):
+            raise ValueError("sample_weight must be finite and >= 0 (check_inputs=True).")

@@ -20,7 +20,7 @@ import warnings
 
 import tensorflow as tf
 
-from wiou_ops._fused import FusedSeedIoU
+from wiou_ops._fused import FusedIoUSums
 
 LIBRARY_NAME = "_wiou_ops_native.so"
 _STAMP = re.compile(rb"WIOU_BUILT_FOR_TENSORFLOW=([0-9A-Za-z.+\-]+)\n")
@@ -71,14 +71,31 @@ def stream_read(x):
     return _library.wiou_stream_read(x)
 
 
+def _attrs(spec):
+    return dict(
+        weighting=spec.weighting,
+        from_logits=spec.from_logits,
+        per_image=spec.per_image,
+        epsilon=spec.epsilon,
+        weight_background=spec.weight_background,
+        weight_foreground=spec.weight_foreground,
+    )
+
+
+def _weight_map(weights):
+    # The ops take an empty tensor for "no weight map" (s = 1).
+    return tf.zeros([0], tf.float32) if weights is None else tf.cast(weights, tf.float32)
+
+
 def make(library):
-    def forward(y_true, y_pred, epsilon):
-        return library.wiou_seed_sums(y_true, y_pred, epsilon=epsilon)
+    def forward(y_true, y_pred, weights, spec):
+        return library.wiou_iou_sums(y_true, y_pred, _weight_map(weights), **_attrs(spec))
 
-    def backward(y_true, y_pred, sums, epsilon, upstream):
-        return library.wiou_seed_grad(y_true, y_pred, sums, upstream, epsilon=epsilon)
+    def backward(y_true, y_pred, weights, coef, spec):
+        return library.wiou_iou_sums_grad(y_true, y_pred, _weight_map(weights),
+                                          tf.cast(coef, tf.float32), **_attrs(spec))
 
-    return FusedSeedIoU("native", forward, backward)
+    return FusedIoUSums("native", forward, backward)
 
 
 _library, UNAVAILABLE_REASON = load()

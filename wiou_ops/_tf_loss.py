@@ -7,10 +7,10 @@ and the reduction from ``losses.seed_loss_from_sums``.
 
 import tensorflow as tf
 
-from wiou_ops import _dispatch, losses
+from wiou_ops import _dispatch, _iou, losses
 
 
-def as_inputs(y_true, y_pred):
+def as_inputs(y_true, y_pred, per_image=False):
     """Tensors with checked dtypes and shapes; y_pred keeps its dtype (no up-cast)."""
     y_pred = tf.convert_to_tensor(y_pred)
     if not y_pred.dtype.is_floating:
@@ -30,6 +30,10 @@ def as_inputs(y_true, y_pred):
             f"and y_pred.shape={pred_shape}. (A mask of shape (B, H, W) for predictions "
             "of shape (B, H, W, 1) needs y_true[..., None].)"
         )
+    if per_image and pred_shape.rank is not None and pred_shape.rank < 2:
+        raise ValueError(
+            "per_image=True needs a batch axis and at least one more: y_pred must have "
+            f"rank >= 2, got y_pred.shape={pred_shape}.")
     if not (true_shape.is_fully_defined() and pred_shape.is_fully_defined()):
         check = tf.debugging.assert_equal(
             tf.shape(y_true),
@@ -41,11 +45,54 @@ def as_inputs(y_true, y_pred):
     return y_true, y_pred
 
 
-def seed_loss(y_true, y_pred, sample_weight, mask, options):
+def _checked(y_true, y_pred, sample_weight, options):
+    """``check_inputs=True``: y_pred (and y_true, sample_weight) checked at run time.
+
+    Raises ``tf.errors.InvalidArgumentError`` naming the argument. XLA drops
+    assertions, so inside a user's ``jit_compile`` step the check is skipped;
+    our own eager and graph calls run it outside the compiled kernels.
+    """
+    checks = [
+        tf.debugging.assert_greater_equal(
+            tf.cast(y_true, tf.float32), 0.0, message="y_true must be in [0, 1]"),
+        tf.debugging.assert_less_equal(
+            tf.cast(y_true, tf.float32), 1.0, message="y_true must be in [0, 1]"),
+    ]
+    if options["from_logits"]:
+        checks.append(tf.debugging.assert_all_finite(
+            y_pred, message="y_pred (logits) must be finite"))
+    else:
+        checks += [
+            tf.debugging.assert_greater_equal(
+                y_pred, tf.zeros([], y_pred.dtype),
+                message="y_pred must be probabilities in [0, 1] (from_logits=False)"),
+            tf.debugging.assert_less_equal(
+                y_pred, tf.ones([], y_pred.dtype),
+                message="y_pred must be probabilities in [0, 1] (from_logits=False)"),
+        ]
+    if sample_weight is not None:
+        weight = tf.cast(sample_weight, tf.float32)
+        checks += [
+            tf.debugging.assert_all_finite(weight, message="sample_weight must be finite"),
+            tf.debugging.assert_greater_equal(weight, 0.0, message="sample_weight must be >= 0"),
+        ]
+    with tf.control_dependencies(checks):
+        return tf.identity(y_pred)
+
+
+def fused_loss(y_true, y_pred, sample_weight, mask, options):
+    """Sums from the chosen implementation, then ``losses.loss_from_sums``."""
+    if options["check_inputs"]:
+        y_pred = _checked(y_true, y_pred, sample_weight, options)
     impl = _dispatch.select(options["implementation"], y_true, y_pred)
-    log_iou_loss, sum_y = impl.log_iou_loss(y_true, y_pred, options["epsilon"])
-    return losses.seed_loss_from_sums(log_iou_loss, sum_y, y_true, y_pred, sample_weight, mask,
-                                      options)
+    spec = _iou.SumsSpec.from_options(options)
+    weight_map, group_weight = None, None
+    if spec.weighting != "seed":
+        weight_map, group_weight = losses.split_weights(y_true, sample_weight, mask,
+                                                        spec.per_image)
+    sums = impl.sums(y_true, y_pred, weight_map, spec)
+    return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
+                                 options)
 
 
 _EAGER_GRAPHS = {}
@@ -58,7 +105,7 @@ def _graph_for(options):
     if graph is None:
 
         def loss_graph(y_true, y_pred, sample_weight, mask):
-            return seed_loss(y_true, y_pred, sample_weight, mask, options)
+            return fused_loss(y_true, y_pred, sample_weight, mask, options)
 
         # Exact shapes, no relaxed retracing: Keras's mask and sample-weight
         # broadcasting needs known ranks.
@@ -68,7 +115,7 @@ def _graph_for(options):
 
 def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
     """The reduced loss (or the map for reduction "none") on the TensorFlow backend."""
-    y_true, y_pred = as_inputs(y_true, y_pred)
+    y_true, y_pred = as_inputs(y_true, y_pred, options["per_image"])
     if trace and tf.executing_eagerly():
         # Eager dispatch costs tens of microseconds per op, and the loss's
         # bookkeeping is ~40 small ops: more than the fused kernels
@@ -78,5 +125,5 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
         chosen = _dispatch.select(options["implementation"], y_true, y_pred).name
         graph = _graph_for(dict(options, implementation=chosen))
         return graph(y_true, y_pred, sample_weight, mask)
-    return seed_loss(y_true, y_pred, sample_weight, mask, options)
+    return fused_loss(y_true, y_pred, sample_weight, mask, options)
 

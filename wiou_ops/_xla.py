@@ -1,29 +1,20 @@
-"""Fused seed-mode IoU sums and their hand-written gradient in TensorFlow ops.
+"""The fused IoU sums and their VJP in TensorFlow ops (semantics: ``_iou.py``).
 
-One piece of math (wrapped by ``_fused.FusedSeedIoU``), two ways to run it:
+One piece of math (wrapped by ``_fused.FusedIoUSums``), two ways to run it:
 
-* ``xla``: forward and backward are each one ``tf.function(jit_compile=True)``;
-  the three sums come from one fused pass over ``y_true`` and ``y_pred``, the
-  gradient from one elementwise pass.
-* ``graph``: the same functions without XLA (plain TensorFlow graph ops).
+* ``xla``: forward and backward are each one ``tf.function(jit_compile=True)``:
+  the sums come from one fused pass over ``y_true``, ``y_pred`` (and the
+  weight map), the gradient from one elementwise pass; 16-bit predictions are
+  widened inside the fusion, never as a whole-tensor copy.
+* ``graph``: the same functions without XLA (plain TensorFlow graph ops; its
+  casts and temporaries are materialized: the portable fallback).
 
-Notation (``p̂ = clip(p, ε, 1-ε)``)::
-
-    I  = Σ y·p̂                 (intersection)
-    U  = Σ (y + p̂ - y·p̂)       (union)
-    Sy = Σ y                   (needed for the seed's class-weight map)
-    L  = -log((I + ε) / (U + ε))
-
-    ∂L/∂p_i = [ (1 - y_i)/(U + ε) - y_i/(I + ε) ] · 1[ε ≤ p_i ≤ 1-ε]
-
-The indicator is TensorFlow's ``clip_by_value`` gradient rule (ties pass).
-The backward needs only ``y``, ``p`` and the scalar sums: no autodiff through
-the forward, no saved intermediates.
+Both reshape the inputs to (G, n): G = batch size with ``per_image``, else 1.
 """
 
 import tensorflow as tf
 
-from wiou_ops._fused import FusedSeedIoU
+from wiou_ops._fused import FusedIoUSums
 
 try:  # XLA-only op; keeps XLA from merging the levels of a blocked sum.
     from tensorflow.compiler.tf2xla.python.xla import optimization_barrier
@@ -56,68 +47,101 @@ def accumulation_dtype(pred_dtype):
 
 
 def _plain_sum(x):
-    return tf.reduce_sum(x)
+    return tf.reduce_sum(x, axis=1)
 
 
 def _blocked_sum(x):
-    """Sum of a 1-D tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
+    """Row sums of a (G, n) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
 
     XLA:CPU adds a flat float32 reduction nearly in sequence (relative error
     ~1e-5 at 1e8 elements) and folds nested reductions back into one, so each
     level's partial sums pass through an optimization barrier. Zero padding to
     a whole block works for dynamic shapes and adds nothing to the sum.
     """
+    groups = tf.shape(x)[0]
     for _ in range(_LEVELS):
-        pad = tf.math.floormod(-tf.size(x), _BLOCK)
-        x = tf.reduce_sum(tf.reshape(tf.pad(x, [[0, pad]]), [-1, _BLOCK]), 1)
+        pad = tf.math.floormod(-tf.shape(x)[1], _BLOCK)
+        x = tf.pad(x, [[0, 0], [0, pad]])
+        x = tf.reduce_sum(tf.reshape(x, [groups, -1, _BLOCK]), axis=2)
         if optimization_barrier is not None:
             (x,) = optimization_barrier(x)
-    return tf.reduce_sum(x)
+    return tf.reduce_sum(x, axis=1)
 
 
-def _clip_bounds(epsilon, dtype):
+def _as_groups(x, spec, dtype):
+    """x reshaped to (G, n) and cast to ``dtype`` (inside XLA the cast fuses)."""
+    if spec.per_image:
+        shape = tf.shape(x)
+        x = tf.reshape(x, tf.stack([shape[0], tf.reduce_prod(shape[1:])]))
+    else:
+        x = tf.reshape(x, [1, -1])
+    return tf.cast(x, dtype)
+
+
+def _probabilities(x, spec, acc):
+    """(p̂, q̂): clipped probabilities and 1 - p̂, or sigmoid(±z) for logits."""
+    if spec.from_logits:
+        return tf.sigmoid(x), tf.sigmoid(-x)
     # Same constants as tf.clip_by_value(p, eps, 1 - eps) in the seed class.
-    return tf.constant(epsilon, dtype), tf.constant(1.0 - epsilon, dtype)
+    lo, hi = tf.constant(spec.epsilon, acc), tf.constant(1.0 - spec.epsilon, acc)
+    p = tf.clip_by_value(x, lo, hi)
+    return p, 1.0 - p
 
 
-def _seed_terms(y_true, y_pred, epsilon):
-    """Per-element terms of I, U and Sy, in the accumulation dtype, flattened."""
+def _element_weight(y, weights, spec, acc):
+    """m: the weight map times the pixel-mode class weight, or None for m = 1."""
+    c0, c1 = spec.pixel_weights
+    m = None if weights is None else _as_groups(weights, spec, acc)
+    if spec.weighting == "pixel":
+        class_weight = c0 + c1 * y
+        m = class_weight if m is None else m * class_weight
+    return m
+
+
+def _terms(y_true, y_pred, weights, spec):
+    """The per-element terms of ``_iou.TERMS[spec.weighting]``, each (G, n)."""
     acc = accumulation_dtype(y_pred.dtype)
-    y = tf.cast(tf.reshape(y_true, [-1]), acc)
-    lo, hi = _clip_bounds(epsilon, acc)
-    p = tf.clip_by_value(tf.cast(tf.reshape(y_pred, [-1]), acc), lo, hi)
+    y = _as_groups(y_true, spec, acc)
+    p, q = _probabilities(_as_groups(y_pred, spec, acc), spec, acc)
     yp = y * p
-    return yp, y + p - yp, y
+    if spec.weighting == "seed":
+        return [yp, y + p - yp, y]
+    terms = [yp, y + p - yp]
+    if spec.weighting == "class":
+        terms += [(1.0 - y) * q, (1.0 - y) + y * q]
+    m = _element_weight(y, weights, spec, acc)
+    return terms if m is None else [m * t for t in terms]
 
 
-def _seed_gradient(y_true, y_pred, sums, epsilon, upstream):
-    """Upstream · ∂L/∂y_pred, one elementwise pass, in y_pred's dtype."""
+def _gradient(y_true, y_pred, weights, coef, spec):
+    """``m·(a·y + b·(1 - y))·dp̂`` per element, in y_pred's dtype and shape."""
     acc = accumulation_dtype(y_pred.dtype)
-    y = tf.cast(y_true, acc)
-    p = tf.cast(y_pred, acc)
-    lo, hi = _clip_bounds(epsilon, acc)
-    eps = tf.constant(epsilon, acc)
-    inv_i = upstream / (sums[0] + eps)
-    inv_u = upstream / (sums[1] + eps)
-    grad = (1.0 - y) * inv_u - y * inv_i
-    in_range = tf.logical_and(p >= lo, p <= hi)
-    return tf.cast(tf.where(in_range, grad, tf.zeros_like(grad)), y_pred.dtype)
-
-
-def _make_seed_sums(sum_fn):
-    def seed_sums(y_true, y_pred, epsilon):
-        return tf.stack([sum_fn(t) for t in _seed_terms(y_true, y_pred, epsilon)])
-
-    return seed_sums
+    y = _as_groups(y_true, spec, acc)
+    x = _as_groups(y_pred, spec, acc)
+    coef = tf.cast(coef, acc)
+    grad = coef[:, 0:1] * y + coef[:, 1:2] * (1.0 - y)
+    m = _element_weight(y, weights, spec, acc)
+    if m is not None:
+        grad = m * grad
+    if spec.from_logits:
+        grad = grad * (tf.sigmoid(x) * tf.sigmoid(-x))
+    else:
+        lo, hi = tf.constant(spec.epsilon, acc), tf.constant(1.0 - spec.epsilon, acc)
+        grad = tf.where((x >= lo) & (x <= hi), grad, tf.zeros_like(grad))
+    return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred))
 
 
 def _make(name, jit):
-    forward = _make_seed_sums(_blocked_sum if jit else _plain_sum)
-    backward = _seed_gradient
+    sum_fn = _blocked_sum if jit else _plain_sum
+
+    def forward(y_true, y_pred, weights, spec):
+        return tf.stack([sum_fn(t) for t in _terms(y_true, y_pred, weights, spec)], axis=1)
+
+    backward = _gradient
     if jit:
         forward = tf.function(forward, jit_compile=True, reduce_retracing=True)
         backward = tf.function(backward, jit_compile=True, reduce_retracing=True)
-    return FusedSeedIoU(name, forward, backward)
+    return FusedIoUSums(name, forward, backward)
 
 
 XLA = _make("xla", jit=True)

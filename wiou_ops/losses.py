@@ -25,17 +25,13 @@ from keras import ops
 from keras.src import backend as keras_backend
 from keras.src.losses import loss as keras_loss
 
-from wiou_ops import _dispatch
+from wiou_ops import _dispatch, _iou
 
 WEIGHTINGS = ("seed", "pixel", "class")
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
 # Options of the public contract that later issues implement, with the issue.
 _PLANNED = {
-    "weighting": ("seed", "issue #5 (weightings that re-balance classes)"),
-    "per_image": (False, "issue #5 (per-image IoU)"),
-    "from_logits": (False, "issue #5 (fused sigmoid for logits)"),
-    "log": (True, "issue #5 (1 - IoU instead of -log IoU)"),
     "cross_replica": (False, "issue #6 (global-batch IoU across replicas)"),
 }
 
@@ -65,6 +61,7 @@ def validate_options(
     from_logits=False,
     log=True,
     cross_replica=False,
+    check_inputs=False,
     implementation="auto",
     reduction="sum_over_batch_size",
 ):
@@ -80,6 +77,7 @@ def validate_options(
         from_logits=_check_bool("from_logits", from_logits),
         log=_check_bool("log", log),
         cross_replica=_check_bool("cross_replica", cross_replica),
+        check_inputs=_check_bool("check_inputs", check_inputs),
     )
     if options["weight_background"] == 0 and options["weight_foreground"] == 0:
         raise ValueError("weight_background and weight_foreground cannot both be 0.")
@@ -109,29 +107,95 @@ def validate_options(
     return options
 
 
-def seed_loss_from_sums(log_iou_loss, sum_y, y_true, y_pred, sample_weight, mask, options):
-    """``L · keras_reduce(weight map)``, for any Keras backend (keras.ops).
+def split_weights(y_true, sample_weight, mask, per_image):
+    """Pixel/class weighting: ``(weight map for the sums or None, loss weight per group or None)``.
 
-    Keras's own reduction is applied to the weight map when sample weights,
-    a mask or ``reduction="none"`` ask for it (exact seed semantics for every
-    broadcast, at the cost of one pass over y_true); otherwise the factor is
-    ``(w_b·(N - Σy) + w_f·Σy) / N`` from the fused pass's Σy.
+    A ``sample_weight`` is aligned with y_true's leading axes (a (B,) weight
+    acts as (B, 1, 1, 1), a (B, H, W) one as (B, H, W, 1)) and must broadcast
+    to y_true's shape. Where it is constant over each IoU's pixels (a scalar;
+    a per-sample weight with ``per_image=True``) it multiplies that IoU's loss,
+    as Keras does: inside the sums it would cancel in I/U. Where it varies
+    inside an IoU, or has y_true's full shape, it is a weight map inside the
+    sums (0 = ignore the pixel).
+    A Keras mask is always a 0/1 weight map.
     """
-    dtype = log_iou_loss.dtype
+    rank = len(y_true.shape)
+    weight_map, group_weight = None, None
+    for name, weight in (("sample_weight", sample_weight), ("mask", mask)):
+        if weight is None:
+            continue
+        weight = ops.cast(weight, "float32")
+        full_shape = tuple(weight.shape) == tuple(y_true.shape)  # always a map, even 1x1 images
+        if len(weight.shape) > rank:
+            raise ValueError(
+                f"{name} of shape {tuple(weight.shape)} has more axes than y_true of shape "
+                f"{tuple(y_true.shape)}; it must broadcast to y_true's shape.")
+        while len(weight.shape) < rank:
+            weight = ops.expand_dims(weight, -1)
+        for w_dim, y_dim in zip(weight.shape, y_true.shape):
+            if w_dim not in (1, None) and y_dim is not None and w_dim != y_dim:
+                raise ValueError(
+                    f"{name} of shape {tuple(weight.shape)} (trailing axes added) does not "
+                    f"broadcast to y_true's shape {tuple(y_true.shape)}.")
+        constant_per_group = not full_shape and all(
+            d == 1 for d in weight.shape[1 if per_image else 0:])
+        if name == "sample_weight" and constant_per_group:
+            if per_image:
+                group_weight = ops.broadcast_to(ops.reshape(weight, (-1,)),
+                                                ops.shape(y_true)[:1])
+            else:
+                group_weight = ops.reshape(weight, ())
+            continue
+        weight = ops.broadcast_to(weight, ops.shape(y_true))
+        weight_map = weight if weight_map is None else weight_map * weight
+    return weight_map, group_weight
+
+
+def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options):
+    """Seed weighting: Keras's reduction of the map ``L · (w_b·(1 - y) + w_f·y)``.
+
+    Keras's own reduction runs on the weight map when sample weights, a mask
+    or ``reduction="none"`` ask for it (exact seed semantics for every
+    broadcast, at the cost of one pass over y_true); otherwise the total weight
+    per group is ``w_b·(n - Sy) + w_f·Sy`` from the fused pass's Sy.
+    """
+    dtype = losses.dtype
     w_b, w_f = options["weight_background"], options["weight_foreground"]
     reduction = options["reduction"]
     if reduction in (None, "none") or sample_weight is not None or mask is not None:
         y = ops.cast(y_true, dtype)
-        weight = keras_loss.reduce_weighted_values(
-            w_b * (1.0 - y) + w_f * y, sample_weight=sample_weight, mask=mask,
-            reduction=reduction, dtype=dtype)
-        return log_iou_loss * weight
+        weight = w_b * (1.0 - y) + w_f * y
+        if not options["per_image"]:
+            # Keras's reductions are linear in the map: L · reduce(w).
+            return losses[0] * keras_loss.reduce_weighted_values(
+                weight, sample_weight=sample_weight, mask=mask, reduction=reduction,
+                dtype=dtype)
+        per_pixel = ops.reshape(losses, (-1,) + (1,) * (len(y.shape) - 1)) * weight
+        return keras_loss.reduce_weighted_values(
+            per_pixel, sample_weight=sample_weight, mask=mask, reduction=reduction, dtype=dtype)
     count = ops.cast(ops.size(y_pred), dtype)
-    total_weight = w_b * (count - sum_y) + w_f * sum_y
+    sum_y = sums[:, 2]
+    group_size = count / ops.cast(ops.maximum(ops.shape(sums)[0], 1), dtype)
+    total = ops.sum(losses * (w_b * (group_size - sum_y) + w_f * sum_y))
     if reduction == "sum":
-        return log_iou_loss * total_weight
-    mean_weight = ops.divide_no_nan(total_weight, count)
-    return keras_loss.scale_loss_for_distribution(log_iou_loss * mean_weight)
+        return total
+    return keras_loss.scale_loss_for_distribution(ops.divide_no_nan(total, count))
+
+
+def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, options):
+    """The reduced loss (or unreduced for ``reduction="none"``) from the fused sums (G, K).
+
+    Seed weighting: see ``_seed_reduction`` (the per-pixel map for "none").
+    Pixel/class weighting: Keras's reduction of the per-group losses, (B,)
+    with ``per_image`` (a scalar otherwise), weighted by ``group_weight``.
+    """
+    spec = _iou.SumsSpec.from_options(options)
+    losses = _iou.group_losses(sums, spec, options["log"], ops.log)
+    if options["weighting"] == "seed":
+        return _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options)
+    values = losses if options["per_image"] else losses[0]
+    return keras_loss.reduce_weighted_values(
+        values, sample_weight=group_weight, reduction=options["reduction"], dtype=losses.dtype)
 
 
 def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
@@ -184,6 +248,7 @@ class WeightedIoULoss(keras.losses.Loss):
         from_logits=False,
         log=True,
         cross_replica=False,
+        check_inputs=False,
         implementation="auto",
         reduction="sum_over_batch_size",
         name="weighted_iou_loss",
@@ -199,6 +264,7 @@ class WeightedIoULoss(keras.losses.Loss):
             from_logits=from_logits,
             log=log,
             cross_replica=cross_replica,
+            check_inputs=check_inputs,
             implementation=implementation,
             reduction=reduction,
         )

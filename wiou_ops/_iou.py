@@ -1,0 +1,106 @@
+"""What every fused kernel computes: per-group IoU sums, their VJP, the loss from them.
+
+Backend-neutral (plain Python; array math through the caller's ``log``); the kernels in ``_xla.py``,
+``_native.py``/``kernels/`` and ``_jax.py`` implement ``SumsSpec`` exactly.
+
+Notation, for one group (the whole batch, or one image with ``per_image``)::
+
+    p̂ = clip(p, ε, 1-ε)            probabilities      q̂ = 1 - p̂
+    p̂ = sigmoid(z), q̂ = sigmoid(-z)   from_logits (no clip; q̂ not rounded via 1 - p̂)
+    m  = s · (w_b·(1 - y) + w_f·y)     pixel weighting (s: weight map, default 1)
+    m  = s                             class weighting
+    m  = 1                             seed weighting (its weights act in the reduction)
+
+The sums, one row per group (``TERMS``)::
+
+    seed:  I = Σ y·p̂,   U = Σ (y + p̂ - y·p̂),   Sy = Σ y
+    pixel: I = Σ m·y·p̂, U = Σ m·(y + p̂ - y·p̂)
+    class: I = Σ m·y·p̂, U = Σ m·(y + p̂ - y·p̂),
+           I_b = Σ m·(1 - y)·q̂,  U_b = Σ m·((1 - y) + y·q̂)        (IoU of the background)
+
+Every term t has ∂t/∂p̂ = m·(α·y + β·(1 - y)) with constants (α, β) per term
+(``PROJECTION``). The VJP of the sums is therefore one elementwise pass::
+
+    (a, b)_g = d_sums_g · PROJECTION                    (per group, two scalars)
+    ∂/∂p_i  = m_i · (a·y_i + b·(1 - y_i)) · dp̂_i
+    dp̂_i    = 1[ε ≤ p_i ≤ 1-ε]  (TensorFlow's clip rule, ties pass)   or   p̂_i·q̂_i (logits)
+
+and everything after the sums (logs, class mixing, Keras's reduction) is a
+handful of scalar ops that autodiff differentiates exactly.
+"""
+
+import dataclasses
+
+# Rows: the terms of each weighting, in the order of the sums' columns.
+TERMS = {
+    "seed": ("y*p", "y+p-y*p", "y"),
+    "pixel": ("y*p", "y+p-y*p"),
+    "class": ("y*p", "y+p-y*p", "(1-y)*q", "(1-y)+y*q"),
+}
+
+# ∂term/∂p̂ = m·(α·y + β·(1 - y)): (α, β) per term.
+_TERM_PROJECTION = {
+    "y*p": (1.0, 0.0),
+    "y+p-y*p": (0.0, 1.0),
+    "y": (0.0, 0.0),
+    "(1-y)*q": (0.0, -1.0),
+    "(1-y)+y*q": (-1.0, 0.0),
+}
+PROJECTION = {mode: tuple(_TERM_PROJECTION[t] for t in terms) for mode, terms in TERMS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class SumsSpec:
+    """Static description of one fused sums computation (hashable: it keys traces)."""
+
+    weighting: str = "seed"
+    from_logits: bool = False
+    per_image: bool = False
+    epsilon: float = 1e-7
+    weight_background: float = 1.0
+    weight_foreground: float = 1.0
+
+    @property
+    def num_terms(self):
+        return len(TERMS[self.weighting])
+
+    @property
+    def pixel_weights(self):
+        """(c0, c1) with the per-pixel class weight w = c0 + c1·y (pixel mode), else (1, 0)."""
+        if self.weighting == "pixel":
+            return self.weight_background, self.weight_foreground - self.weight_background
+        return 1.0, 0.0
+
+    @classmethod
+    def from_options(cls, options):
+        return cls(
+            weighting=options["weighting"],
+            from_logits=options["from_logits"],
+            per_image=options["per_image"],
+            epsilon=options["epsilon"],
+            weight_background=options["weight_background"],
+            weight_foreground=options["weight_foreground"],
+        )
+
+
+def group_losses(sums, spec, log, log_fn):
+    """Loss per group, shape (G,), from the sums (G, K); autodiff differentiates it.
+
+    ``log_fn``: the backend's elementwise log (``keras.ops.log``, ``jnp.log``).
+
+    ``L(I, U) = -log((I + ε)/(U + ε))`` (``log=True``) or ``1 - (I + ε)/(U + ε)``;
+    class weighting mixes ``(w_f·L(I, U) + w_b·L(I_b, U_b)) / (w_f + w_b)``.
+    """
+    eps = spec.epsilon  # a Python float: weakly typed, it keeps the sums' dtype
+
+    def one(inter, union):
+        ratio = (inter + eps) / (union + eps)
+        return -log_fn(ratio) if log else 1.0 - ratio
+
+    foreground = one(sums[:, 0], sums[:, 1])
+    if spec.weighting != "class":
+        return foreground
+    background = one(sums[:, 2], sums[:, 3])
+    w_b, w_f = spec.weight_background, spec.weight_foreground
+    return (w_f * foreground + w_b * background) / (w_f + w_b)
+
