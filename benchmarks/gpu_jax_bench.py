@@ -1,8 +1,9 @@
 """GPU benchmark of the fused JAX loss against the naive seed formula, in one call.
 
-Made for a machine with JAX (CUDA) and no TensorFlow and no internet: it loads
-``wiou_ops/_jax.py`` and ``wiou_ops/bench/harness.py`` by path, so the package's
-TensorFlow parts are never imported. Protocol (DESIGN.md): warm-up, interleaved
+Made for a machine with JAX (CUDA) and no TensorFlow and no internet (keras
+carried as a wheel): it runs Keras on its JAX backend, so the package's
+TensorFlow parts are never imported, and loads ``wiou_ops/_jax.py`` a second
+time by path for the variant with the CPU's blocked sums forced on. Protocol (DESIGN.md): warm-up, interleaved
 rounds, median/p20/p80, speed-ups against the naive formula measured in the
 same run, copy bandwidth measured in the same run, byte floor = fewest bytes
 over that bandwidth, relative error against float64.
@@ -18,16 +19,20 @@ import argparse
 import datetime
 import importlib.util
 import json
+import os
 import pathlib
 import platform
 import sys
 import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's wiou_ops, installed or not
 
 
 def _load(name, path):

@@ -96,3 +96,48 @@ def test_drop_in_on_the_jax_backend():
         assert value_err <= value_tol and grad_err <= 1e-5, (reduction, kind, value_err, grad_err)
     assert out["fit_moved"] > 1e-3
     assert out["fit_max_diff"] <= 1e-5
+
+
+MODES_SCRIPT = """
+import json, itertools
+import numpy as np
+import jax, jax.numpy as jnp
+import keras
+import wiou_ops
+from tests import oracle
+from tests.test_modes import WEIGHTS
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+shape = (3, 21, 19, 1)
+y = (rng.random(shape) < 0.15).astype(np.float32)
+worst = {}
+for weighting, per_image, logits, log in itertools.product(
+        ["seed", "pixel", "class"], [False, True], [False, True], [True, False]):
+    p = (rng.normal(0, 4, shape) if logits else rng.random(shape)).astype(np.float32)
+    weight_map = None if weighting == "seed" else rng.uniform(0, 2, shape).astype(np.float32)
+    loss = wiou_ops.WeightedIoULoss(**WEIGHTS, weighting=weighting, per_image=per_image,
+                                    from_logits=logits, log=log)
+    value, grad = jax.jit(jax.value_and_grad(
+        lambda q: 1.7 * loss(y, q, sample_weight=weight_map)))(jnp.asarray(p))
+    want, want_grad = oracle.iou_value_and_grad(
+        y, p, weighting=weighting, per_image=per_image, from_logits=logits, log=log, **WEIGHTS,
+        weight_map=weight_map, upstream=1.7)
+    rel = lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+    key = weighting
+    errors = worst.setdefault(key, [0.0, 0.0])
+    errors[0] = max(errors[0], rel(value / 1.7, want))
+    errors[1] = max(errors[1], rel(grad, want_grad))
+print(json.dumps(worst))
+"""
+
+
+def test_every_mode_on_the_jax_backend_matches_float64_oracle():
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+               JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(MODES_SCRIPT)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    worst = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(worst) == {"seed", "pixel", "class"}
+    for weighting, (value_err, grad_err) in worst.items():
+        assert value_err <= 1e-6 and grad_err <= 1e-5, (weighting, value_err, grad_err)
