@@ -59,7 +59,14 @@ def test_quick_run_writes_schema_report_and_plot(tmp_path):
         for stats in case["variants"].values():
             assert stats["n"] == 5 and len(stats["samples_s"]) == 5 and stats["median_ms"] > 0
             assert stats["rel_error"] < 1e-4
-    assert "| seed tf.function |" in (tmp_path / "report.md").read_text()
+    options = results["options"]
+    implementations = __import__("wiou_ops").available_implementations()
+    assert set(options["median_ms"]) == {f"{impl}|{name}" for impl in implementations
+                                         for name in variants.OPTION_SETS}
+    assert options["baseline_ms"] > 0 and all(ms > 0 for ms in options["median_ms"].values())
+    report_md = (tmp_path / "report.md").read_text()
+    assert "| seed tf.function |" in report_md
+    assert "## What each option costs" in report_md and "| class + weight map |" in report_md
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -20,6 +20,8 @@ import numpy as np
 
 from wiou_ops.bench import harness, memory, report, variants
 
+BASELINE = report.BASELINE
+
 DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"],
                  "gpu": ["64x512x512x1", "256x512x512x1", "1024x512x512x1"]}
 DEFAULT_DTYPES = ["float32/float32", "float32/uint8", "bfloat16/float32", "bfloat16/uint8"]
@@ -154,7 +156,33 @@ def run(args):
                     case["variants"][name] = stats
                 results["cases"].append(case)
                 del runs, calls
+    if args.options:
+        results["options"] = _time_options(tf, args.sizes[0], implementations, rounds)
     return results
+
+
+def _time_options(tf, shape, implementations, rounds):
+    """Every option set on every implementation, forward+backward, float32, one size,
+    interleaved with the seed class in tf.function (the speed-up baseline)."""
+    _progress(f"options: {len(variants.OPTION_SETS)} sets x {len(implementations)} "
+              f"implementations x {rounds} rounds")
+    y_true, y_pred = variants.make_inputs(shape, "float32", "float32")
+    weight_map = tf.constant(np.random.default_rng(1).uniform(0, 2, shape).astype(np.float32))
+    seed = variants.build(BASELINE, "forward+backward")
+    calls = {BASELINE: lambda: seed(y_true, y_pred)[1].numpy()}
+    for impl in implementations:
+        for option_set in variants.OPTION_SETS:
+            fn = variants.build_option(impl, option_set)
+            calls[f"{impl}|{option_set}"] = (
+                lambda fn=fn: fn(y_true, y_pred, weight_map)[1].numpy())
+    samples = harness.interleaved_times(calls, rounds=rounds)
+    timed = {name: harness.summarize(secs) for name, secs in samples.items()}
+    return {"shape": list(shape), "pred_dtype": "float32", "true_dtype": "float32",
+            "pass": "forward+backward", "baseline": BASELINE,
+            "baseline_ms": timed.pop(BASELINE)["median_ms"],
+            "implementations": list(implementations),
+            "option_sets": list(variants.OPTION_SETS),
+            "median_ms": {name: stats["median_ms"] for name, stats in timed.items()}}
 
 
 def main(argv=None):
@@ -173,6 +201,9 @@ def main(argv=None):
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the per-variant peak-memory subprocesses (forward+backward, "
                              "first dtype pair of each size)")
+    parser.add_argument("--no-options", dest="options", action="store_false",
+                        help="skip the table of what each option (weighting, logits, "
+                             "per_image, ...) costs on each implementation")
     parser.add_argument("--quick", action="store_true",
                         help="5 rounds, float32/float32 only, no memory: a smoke run")
     parser.add_argument("--out", type=pathlib.Path, default=None,

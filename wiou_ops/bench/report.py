@@ -52,7 +52,32 @@ def markdown(results):
                 f"{base / v['median_ms']:.2f}x | {base_eager / v['median_ms']:.2f}x | "
                 f"{v['median_ms'] / floor_ms:.2f} | {v['effective_gbps']:.1f} | "
                 f"{'-' if peak is None else f'{peak / 1e6:.0f}'} | {v['rel_error']:.1e} |")
+    if results.get("options"):
+        lines += _options_table(results["options"])
     return "\n".join(lines) + "\n"
+
+
+def _options_table(options):
+    impls = options["implementations"]
+    base = options["baseline_ms"]
+    lines = [
+        "",
+        f"## What each option costs: {_shape(options)}, y_pred {options['pred_dtype']}, "
+        f"y_true {options['true_dtype']}, {options['pass']}",
+        "",
+        f"Median ms (speed-up against the seed class in tf.function, {base:.2f} ms, same run). "
+        "Weight map: a per-pixel float32 sample_weight, one more input stream.",
+        "",
+        "| options | " + " | ".join(impls) + " |",
+        "|---|" + "---:|" * len(impls),
+    ]
+    for option_set in options["option_sets"]:
+        cells = []
+        for impl in impls:
+            ms = options["median_ms"][f"{impl}|{option_set}"]
+            cells.append(f"{ms:.2f} ({base / ms:.1f}x)")
+        lines.append(f"| {option_set} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results, path):

@@ -46,6 +46,39 @@ def build(name, pass_name):
     return run
 
 
+# What each option costs, timed against the default on the same inputs:
+# name -> (WeightedIoULoss options, whether a per-pixel weight map is passed).
+OPTION_SETS = {
+    "seed (default)": ({}, False),
+    "pixel": ({"weighting": "pixel"}, False),
+    "pixel + weight map": ({"weighting": "pixel"}, True),
+    "class": ({"weighting": "class"}, False),
+    "class + weight map": ({"weighting": "class"}, True),
+    "from_logits": ({"from_logits": True}, False),
+    "per_image": ({"per_image": True}, False),
+    "log=False": ({"log": False}, False),
+}
+
+
+def build_option(impl, option_set):
+    """forward+backward in a tf.function: (y_true, y_pred, weight_map) -> (loss, grad)."""
+    import tensorflow as tf
+
+    import wiou_ops
+
+    options, uses_map = OPTION_SETS[option_set]
+    loss_fn = wiou_ops.WeightedIoULoss(*WEIGHTS, implementation=impl, **options)
+
+    @tf.function
+    def run(y_true, y_pred, weight_map):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = loss_fn(y_true, y_pred, sample_weight=weight_map if uses_map else None)
+        return loss, tape.gradient(loss, y_pred)
+
+    return run
+
+
 def make_inputs(shape, pred_dtype, true_dtype, seed=0):
     """Synthetic inputs: 5 % foreground labels, uniform predictions."""
     import numpy as np
