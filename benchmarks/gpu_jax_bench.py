@@ -3,7 +3,9 @@
 Made for a machine with JAX (CUDA) and no TensorFlow and no internet (keras
 carried as a wheel): it runs Keras on its JAX backend, so the package's
 TensorFlow parts are never imported, and loads ``wiou_ops/_jax.py`` a second
-time by path for the variant with the CPU's blocked sums forced on. Protocol (DESIGN.md): warm-up, interleaved
+time by path for the variant with the CPU's blocked sums forced on.
+
+Protocol (DESIGN.md): warm-up, interleaved
 rounds, median/p20/p80, speed-ups against the naive formula measured in the
 same run, copy bandwidth measured in the same run, byte floor = fewest bytes
 over that bandwidth, relative error against float64.

@@ -16,14 +16,20 @@ def test_summarize_known_samples():
     assert stats["n"] == 10
 
 
-def test_interleaved_order_rotates():
+def test_interleaved_rounds_are_seeded_permutations():
     calls = []
-    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    ticks = iter(range(1000))
-    samples = harness.interleaved_times(fns, rounds=3, warmup=1, clock=lambda: next(ticks))
-    assert calls[:3] == ["a", "b", "c"]  # warm-up
-    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
-    assert all(len(v) == 3 and all(s == 1 for s in v) for v in samples.values())
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    ticks = iter(range(10000))
+    samples = harness.interleaved_times(fns, rounds=6, warmup=1, clock=lambda: next(ticks))
+    assert calls[:4] == ["a", "b", "c", "d"]  # warm-up
+    rounds = [tuple(calls[4 + 4 * r:8 + 4 * r]) for r in range(6)]
+    assert all(sorted(r) == ["a", "b", "c", "d"] for r in rounds)  # each variant once a round
+    assert len(set(rounds)) > 1  # the order changes between rounds
+    again = []
+    harness.interleaved_times({n: (lambda n=n: again.append(n)) for n in "abcd"}, rounds=6,
+                              warmup=1, clock=lambda: 0)
+    assert again == calls  # seeded: the same schedule every run
+    assert all(len(v) == 6 and all(s == 1 for s in v) for v in samples.values())
 
 
 def test_byte_counts():

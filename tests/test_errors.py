@@ -133,3 +133,12 @@ def test_check_inputs_accepts_valid_input_with_the_same_value():
     p = rng.random(Y.shape).astype(np.float32)
     checked = wiou_ops.weighted_iou_loss(y, p, check_inputs=True)
     assert float(checked) == float(wiou_ops.weighted_iou_loss(y, p))
+
+
+def test_check_inputs_inside_a_users_xla_step_compiles_and_is_skipped():
+    """XLA drops assertions (README): the loss still compiles and runs under jit_compile."""
+    loss = wiou_ops.WeightedIoULoss(check_inputs=True)
+    step = tf.function(lambda y, p: loss(y, p), jit_compile=True)
+    assert np.isfinite(float(step(tf.constant(Y), tf.constant(P))))
+    assert wiou_ops.last_implementation() == "xla"
+    assert np.isfinite(float(step(tf.constant(Y), tf.constant(P) + 1.5)))  # unchecked there

@@ -2,7 +2,7 @@
 
 ``compute`` takes checked options from ``losses.validate_options``; the
 implementation (``native``/``xla``/``graph``) comes from ``_dispatch.select``
-and the reduction from ``losses.seed_loss_from_sums``.
+and the reduction from ``losses.loss_from_sums``.
 """
 
 import tensorflow as tf

@@ -1,20 +1,22 @@
-"""WeightedIoULoss and weighted_iou_loss: the drop-in for the seed class.
+"""WeightedIoULoss and weighted_iou_loss: the drop-in for the seed class, and more.
 
-Seed weighting (the default, ``weighting="seed"``) gives the seed class's value
-and gradient under Keras, for every reduction, sample weight and mask::
+Every weighting reduces to a few fused sums per IoU (``_iou.py``); this module
+checks the options and turns the sums into Keras's reduced loss::
 
-    p̂   = clip(p, ε, 1-ε)
-    I   = Σ y·p̂,   U = Σ (y + p̂ - y·p̂)               (whole batch)
-    L   = -log((I + ε) / (U + ε))
-    map = L · (w_b·(1 - y) + w_f·y)                     (the seed's per-pixel loss)
-    loss = keras_reduce(map, sample_weight, mask, reduction)
+    p̂ = clip(p, ε, 1-ε)  (or sigmoid(z) with from_logits)
+    L(I, U) = -log((I + ε)/(U + ε))   (log=False: 1 - (I + ε)/(U + ε))
 
-Keras's reductions are linear in the map, so ``loss = L · keras_reduce(w)``
-with ``w`` the weight map. Without sample weights and masks that factor is
-``(w_b·(N - Σy) + w_f·Σy) / N``, computed from the fused pass's ``Σy``:
-the per-pixel loss map is never built (only ``reduction="none"`` returns it).
-Note what this shows: the seed's class weights rescale the loss by the
-batch's mean weight and never change the gradient's direction.
+    seed:  I = Σ y·p̂, U = Σ (y + p̂ - y·p̂);   loss = keras_reduce(L · (w_b·(1 - y) + w_f·y))
+    pixel: I = Σ s·w·y·p̂, U = Σ s·w·(y + p̂ - y·p̂);               loss = keras_reduce(L)
+    class: (w_f·L(fg) + w_b·L(bg)) / (w_f + w_b), L(bg) the IoU of 1 - y and 1 - p̂
+
+with sums over the whole batch, or per image (``per_image=True``). Seed
+weighting gives the seed class's value and gradient for every reduction,
+sample weight and mask; Keras's reductions are linear in its map, so without
+sample weights the map is never built: ``loss = L · (w_b·(N - Σy) + w_f·Σy)/N``.
+Note what this shows: the seed's class weights rescale the loss by the batch's
+mean weight and never change the gradient's direction. README, "Which weighting
+to use", has the guide.
 """
 
 import math
@@ -208,14 +210,17 @@ def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
       sample_weight: optional; broadcast and applied as Keras does.
       **options: keyword-only options of ``WeightedIoULoss`` (weight_background,
         weight_foreground, epsilon, weighting, per_image, from_logits, log,
-        cross_replica, implementation, reduction).
+        cross_replica, check_inputs, implementation, reduction).
 
     Returns:
-      The reduced loss, a float32 scalar (the per-pixel map for
-      ``reduction="none"``). Seed weighting::
+      The reduced loss, a float32 scalar; for ``reduction="none"`` the per-pixel
+      map (seed weighting) or the per-image losses (pixel/class with per_image).
+      Seed weighting::
 
         L = -log((Σ y·p̂ + ε) / (Σ (y + p̂ - y·p̂) + ε)),  p̂ = clip(p, ε, 1-ε)
         loss = L · reduce(w_b·(1 - y) + w_f·y)
+
+      The other weightings are in the module docstring and the README.
     """
     return _dispatch.compute(y_true, y_pred, sample_weight, None, validate_options(**options))
 
@@ -226,15 +231,18 @@ class WeightedIoULoss(keras.losses.Loss):
 
     Same arguments and, with ``weighting="seed"``, the same value and gradient
     as the seed class, for every Keras reduction, sample weight and mask.
-    The loss is computed in one fused pass (three sums) with a hand-written
-    one-pass gradient; ``y_pred`` is not up-cast to the loss dtype first.
+    ``weighting="pixel"`` puts the class weights (and a per-pixel sample weight)
+    inside the sums, ``"class"`` averages the foreground and background IoUs;
+    ``per_image``, ``from_logits``, ``log`` and ``check_inputs`` as in the README.
+    The loss is computed in one fused pass with a hand-written one-pass
+    gradient; ``y_pred`` is not up-cast to the loss dtype first.
 
     Formula (seed weighting)::
 
         L = -log((Σ y·p̂ + ε) / (Σ (y + p̂ - y·p̂) + ε)),  p̂ = clip(p, ε, 1-ε)
         loss = L · reduce(w_b·(1 - y) + w_f·y)
 
-    The class weights only rescale the loss (see the README).
+    With seed weighting the class weights only rescale the loss (see the README).
     """
 
     def __init__(
@@ -283,7 +291,7 @@ class WeightedIoULoss(keras.losses.Loss):
             return ops.cast(loss, self.dtype)
 
     def call(self, y_true, y_pred):
-        """The seed's per-pixel loss map (what ``reduction="none"`` returns)."""
+        """The unreduced loss (what ``reduction="none"`` returns)."""
         options = dict(self._options, reduction="none")
         return _dispatch.compute(y_true, y_pred, None, None, options, trace=False)
 

@@ -8,20 +8,24 @@ import time
 import numpy as np
 
 
-def interleaved_times(fns, rounds=20, warmup=3, clock=time.perf_counter):
-    """Runs every callable ``rounds`` times, interleaved (A B C A B C ...).
+def interleaved_times(fns, rounds=20, warmup=3, clock=time.perf_counter, seed=0):
+    """Runs every callable ``rounds`` times, interleaved: each round runs every variant once.
 
-    Each round starts with a different variant so that no variant always runs
-    first after the others heated the caches. Returns {name: [seconds, ...]}.
+    The order of each round is a fresh (seeded) permutation, so that no variant
+    always runs first, or always right after the same neighbour: a variant that
+    follows one that trashed the caches or allocated 100+ MB pays for it, and a
+    fixed or merely rotated order would charge that to the same variant every
+    round. Returns {name: [seconds, ...]}.
     """
     names = list(fns)
     for name in names:
         for _ in range(warmup):
             fns[name]()
     samples = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        for k in rng.permutation(len(names)):
+            name = names[k]
             start = clock()
             fns[name]()
             samples[name].append(clock() - start)
