@@ -26,7 +26,7 @@ P = np.full((2, 8, 8, 1), 0.5, np.float32)
     (dict(log=1), TypeError, "log"),
     (dict(from_logits=None), TypeError, "from_logits"),
     (dict(check_inputs="yes"), TypeError, "check_inputs"),
-    (dict(cross_replica=True), NotImplementedError, "#6"),
+    (dict(cross_replica="yes"), TypeError, "cross_replica"),
 ])
 def test_bad_options(kwargs, error, words):
     with pytest.raises(error, match=words):

@@ -38,6 +38,11 @@ def compute(y_true, y_pred, sample_weight, mask, options):
     if options["check_inputs"]:
         _check_values(y_true, y_pred, sample_weight, options)
     _dispatch.select_jax(options["implementation"])
+    if options["cross_replica"]:
+        raise NotImplementedError(
+            "cross_replica=True on the JAX backend (Keras's JAX distribution API) lands with "
+            "issue #7; wiou_ops.jax.weighted_iou_loss(..., axis_name=...) gives the global "
+            "IoU under shard_map/pmap today.")
     spec = _iou.SumsSpec.from_options(options)
     weight_map, group_weight = None, None
     if spec.weighting != "seed":

@@ -91,8 +91,32 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options):
         weight_map, group_weight = losses.split_weights(y_true, sample_weight, mask,
                                                         spec.per_image)
     sums = impl.sums(y_true, y_pred, weight_map, spec)
+    count = None
+    replica = _replica_context() if options["cross_replica"] else None
+    if replica is not None and not spec.per_image:
+        # A few scalars per replica. Here, between the compiled kernels and the scalar
+        # math, not inside a nested jit_compile function where tf.distribute cannot
+        # synchronize. Its gradient is again an all-reduce (sum) of the sums' cotangents,
+        # so every replica back-propagates the global IoU's gradient for its own pixels.
+        # Per-image sums need no all-reduce: Keras's batch mean already spans replicas.
+        count = tf.cast(tf.size(y_pred), sums.dtype)
+        sums, count = replica.all_reduce(tf.distribute.ReduceOp.SUM, (sums, count))
     return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
-                                 options)
+                                 options, count=count)
+
+
+def _replica_context():
+    """The replica context of a tf.distribute strategy with several replicas, else None.
+
+    Outside ``strategy.run`` (cross-replica context) or with one replica,
+    ``cross_replica=True`` has nothing to reduce.
+    """
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
 
 
 _EAGER_GRAPHS = {}

@@ -32,11 +32,6 @@ from wiou_ops import _dispatch, _iou
 WEIGHTINGS = ("seed", "pixel", "class")
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
-# Options of the public contract that later issues implement, with the issue.
-_PLANNED = {
-    "cross_replica": (False, "issue #6 (global-batch IoU across replicas)"),
-}
-
 
 def _check_weight(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -69,8 +64,7 @@ def validate_options(
 ):
     """Checks every option; returns them as a dict of plain Python values.
 
-    Raises ``TypeError``/``ValueError`` naming the argument, and
-    ``NotImplementedError`` naming the issue for options not built yet.
+    Raises ``TypeError``/``ValueError`` naming the argument.
     """
     options = dict(
         weight_background=_check_weight("weight_background", weight_background),
@@ -100,12 +94,6 @@ def validate_options(
     if reduction not in REDUCTIONS:
         raise ValueError(f"Unknown reduction={reduction!r}; expected one of {REDUCTIONS}.")
     options["reduction"] = reduction
-    for name, (supported, issue) in _PLANNED.items():
-        if options[name] != supported:
-            raise NotImplementedError(
-                f"{name}={options[name]!r} is not implemented yet: it lands with {issue}. "
-                f"Only {name}={supported!r} works in this version."
-            )
     return options
 
 
@@ -153,7 +141,7 @@ def split_weights(y_true, sample_weight, mask, per_image):
     return weight_map, group_weight
 
 
-def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options):
+def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, count):
     """Seed weighting: Keras's reduction of the map ``L · (w_b·(1 - y) + w_f·y)``.
 
     Keras's own reduction runs on the weight map when sample weights, a mask
@@ -175,7 +163,8 @@ def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options):
         per_pixel = ops.reshape(losses, (-1,) + (1,) * (len(y.shape) - 1)) * weight
         return keras_loss.reduce_weighted_values(
             per_pixel, sample_weight=sample_weight, mask=mask, reduction=reduction, dtype=dtype)
-    count = ops.cast(ops.size(y_pred), dtype)
+    if count is None:
+        count = ops.cast(ops.size(y_pred), dtype)
     sum_y = sums[:, 2]
     group_size = count / ops.cast(ops.maximum(ops.shape(sums)[0], 1), dtype)
     total = ops.sum(losses * (w_b * (group_size - sum_y) + w_f * sum_y))
@@ -184,20 +173,35 @@ def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options):
     return keras_loss.scale_loss_for_distribution(ops.divide_no_nan(total, count))
 
 
-def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, options):
+def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, options,
+                   count=None):
     """The reduced loss (or unreduced for ``reduction="none"``) from the fused sums (G, K).
 
     Seed weighting: see ``_seed_reduction`` (the per-pixel map for "none").
     Pixel/class weighting: Keras's reduction of the per-group losses, (B,)
     with ``per_image`` (a scalar otherwise), weighted by ``group_weight``.
+    ``count``: the element count behind ``sums`` when they were all-reduced
+    across replicas (``cross_replica``), else None for y_pred's own size.
+
+    Under tf.distribute Keras divides a reduced map by the number of replicas
+    (the optimizer then sums the replicas' gradients) but leaves a scalar loss
+    as it is. One IoU for the whole batch is such a scalar, so it is scaled
+    here as Keras scales the seed's map: the update is then the mean of the
+    replicas' IoU gradients, or, with ``cross_replica``, the global IoU's.
     """
     spec = _iou.SumsSpec.from_options(options)
     losses = _iou.group_losses(sums, spec, options["log"], ops.log)
     if options["weighting"] == "seed":
-        return _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options)
-    values = losses if options["per_image"] else losses[0]
-    return keras_loss.reduce_weighted_values(
-        values, sample_weight=group_weight, reduction=options["reduction"], dtype=losses.dtype)
+        return _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options,
+                               count)
+    if options["per_image"]:
+        return keras_loss.reduce_weighted_values(
+            losses, sample_weight=group_weight, reduction=options["reduction"],
+            dtype=losses.dtype)
+    loss = keras_loss.reduce_weighted_values(
+        losses[0], sample_weight=group_weight, reduction=options["reduction"],
+        dtype=losses.dtype)
+    return keras_loss.scale_loss_for_distribution(loss)
 
 
 def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
