@@ -42,7 +42,7 @@ test: $(STAMP) $(NATIVE) kernel-test
 	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q tests benchmarks --benchmark-disable
 
 bench: $(STAMP) $(NATIVE)
-	$(VENV)/bin/wiou-bench --e2e
+	$(VENV)/bin/wiou-bench --e2e --distribute
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(NATIVE)

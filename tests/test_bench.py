@@ -97,3 +97,15 @@ def test_float64_reference_of_the_report_matches_the_test_oracle():
     got, _ = harness.seed_loss_float64(y, p, 0.5, 1.5, chunks=5)
     want, _ = oracle.seed_value_and_grad(y, p, weight_background=0.5, weight_foreground=1.5)
     assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_distribute_benchmark_reports_the_all_reduce_cost(tmp_path):
+    from wiou_ops.bench import distribute
+
+    distribute.main(["--replicas", "2", "--size", "4x32x32x1", "--rounds", "2",
+                     "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "distribute.json").read_text())
+    times = results["times"]["2"]
+    assert set(times) == set(distribute.VARIANTS) | {"one device, whole batch"}
+    assert all(ms > 0 for ms in times.values())
+    assert "cross_replica cost, seed (True - False)" in (tmp_path / "distribute.md").read_text()

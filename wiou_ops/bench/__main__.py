@@ -215,6 +215,9 @@ def main(argv=None):
     parser.add_argument("--e2e", action="store_true",
                         help="then train a small U-Net with each loss (wiou_ops.bench.e2e) "
                              "and write e2e.md/e2e.json into the same folder")
+    parser.add_argument("--distribute", action="store_true",
+                        help="then time cross_replica's all-reduce on 2 and 4 logical CPU "
+                             "devices (wiou_ops.bench.distribute) into distribute.md/json")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -234,6 +237,11 @@ def main(argv=None):
 
         e2e.main(["--out", str(out)])
         _progress(f"wrote {out / 'e2e.md'} and {out / 'e2e.json'}")
+    if args.distribute:
+        from wiou_ops.bench import distribute
+
+        distribute.main(["--out", str(out), "--rounds", str(rounds)])
+        _progress(f"wrote {out / 'distribute.md'} and {out / 'distribute.json'}")
 
 
 if __name__ == "__main__":
