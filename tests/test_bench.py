@@ -52,7 +52,7 @@ def test_bad_arguments_exit_with_a_message(argv, capsys):
 
 def test_quick_run_writes_schema_report_and_plot(tmp_path):
     bench.main(["--quick", "--sizes", "2x32x32x1", "--dtypes", "bfloat16/uint8",
-                "--out", str(tmp_path)])
+                "--distribute", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("device", "cpu", "cores", "tensorflow", "keras", "timestamp", "rounds", "cases"):
         assert key in results
@@ -74,6 +74,7 @@ def test_quick_run_writes_schema_report_and_plot(tmp_path):
     assert "| seed tf.function |" in report_md
     assert "## What each option costs" in report_md and "| class + weight map |" in report_md
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "distribute.json").read_text())["rounds"] == 5
 
 
 def test_peak_memory_of_a_variant():

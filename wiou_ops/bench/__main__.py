@@ -240,7 +240,7 @@ def main(argv=None):
     if args.distribute:
         from wiou_ops.bench import distribute
 
-        distribute.main(["--out", str(out), "--rounds", str(rounds)])
+        distribute.main(["--out", str(out), "--rounds", str(5 if args.quick else args.rounds)])
         _progress(f"wrote {out / 'distribute.md'} and {out / 'distribute.json'}")
 
 
