@@ -141,3 +141,63 @@ def test_every_mode_on_the_jax_backend_matches_float64_oracle():
     assert set(worst) == {"seed", "pixel", "class"}
     for weighting, (value_err, grad_err) in worst.items():
         assert value_err <= 1e-6 and grad_err <= 1e-5, (weighting, value_err, grad_err)
+
+
+DATA_PARALLEL_SCRIPT = """
+import os, json
+import numpy as np, jax, keras, wiou_ops
+assert keras.backend.backend() == "jax" and len(jax.devices()) == 8
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 16, 16, 3)).astype("float32")
+# Foreground unevenly spread over the batch: per-device IoUs would differ from the global one.
+y = (x[..., :1] + np.linspace(-0.8, 0.8, 32)[:, None, None, None] > 1.2).astype("float32")
+
+def model():
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+
+keras.utils.set_random_seed(1)
+init = model().get_weights()
+
+def train(loss, distribution):
+    keras.distribution.set_distribution(distribution)
+    try:
+        m = model()
+        m.set_weights(init)
+        m.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        history = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        return history.history["loss"], m.get_weights()
+    finally:
+        keras.distribution.set_distribution(None)
+
+out = {}
+for name, opts in {"seed": {}, "pixel": dict(weighting="pixel", weight_foreground=3.0),
+                   "class": dict(weighting="class", log=False)}.items():
+    ref_loss, ref_w = train(wiou_ops.WeightedIoULoss(**opts), None)
+    for flag in (True, False):
+        dp = keras.distribution.DataParallel(devices=jax.devices())
+        assert dp.device_mesh.shape == (8,) and dp.get_data_layout((16, 16, 16, 3)).axes[0]
+        loss, w = train(wiou_ops.WeightedIoULoss(**opts, cross_replica=flag), dp)
+        out[f"{name}|{flag}"] = [
+            max(abs(a - b) / abs(a) for a, b in zip(ref_loss, loss)),
+            max(float(np.max(np.abs(a - b))) for a, b in zip(ref_w, w)),
+            max(float(np.max(np.abs(a - b))) for a, b in zip(ref_w, init))]
+print(json.dumps(out))
+"""
+
+
+def test_keras_jax_data_parallel_trains_on_the_global_iou():
+    """Keras's JAX distribution API shards one global batch over 8 devices and jits the
+    step over it: the loss sees the global batch, so cross_replica=True (and False) give
+    the single-device training."""
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(DATA_PARALLEL_SCRIPT)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(results) == 6
+    for key, (loss_diff, weight_diff, moved) in results.items():
+        assert moved > 0.05, key
+        assert loss_diff <= 1e-5 and weight_diff <= 1e-5, (key, loss_diff, weight_diff)

@@ -1,7 +1,6 @@
 """The loss on the JAX Keras backend: input checks, the fused JAX sums, Keras's reduction.
 
-Every weighting and option (Keras's JAX distribution API: issue #7). Same
-formulas and reduction as on TensorFlow; the clip gradient follows DESIGN.md (ties at ε and 1-ε pass), where the seed class on
+Every weighting and option. Same formulas and reduction as on TensorFlow; the clip gradient follows DESIGN.md (ties at ε and 1-ε pass), where the seed class on
 JAX (``jnp.clip`` autodiff) gives ties half the gradient.
 """
 
@@ -38,11 +37,10 @@ def compute(y_true, y_pred, sample_weight, mask, options):
     if options["check_inputs"]:
         _check_values(y_true, y_pred, sample_weight, options)
     _dispatch.select_jax(options["implementation"])
-    if options["cross_replica"]:
-        raise NotImplementedError(
-            "cross_replica=True on the JAX backend (Keras's JAX distribution API) lands with "
-            "issue #7; wiou_ops.jax.weighted_iou_loss(..., axis_name=...) gives the global "
-            "IoU under shard_map/pmap today.")
+    # cross_replica needs nothing here: Keras's JAX distribution API (DataParallel) jits
+    # the step over the global batch as one sharded array, so the sums are already the
+    # global batch's (XLA's partitioner adds the all-reduce). tests/test_keras_jax.py
+    # checks it on 8 devices. Plain JAX under shard_map/pmap: wiou_ops.jax, axis_name.
     spec = _iou.SumsSpec.from_options(options)
     weight_map, group_weight = None, None
     if spec.weighting != "seed":
