@@ -170,3 +170,16 @@ def test_train_step_with_cross_replica_compiles_with_xla(options):
     loss, grads = step(x, y)
     assert wiou_ops.last_implementation() == "xla"
     assert np.isfinite(float(loss)) and all(np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+def test_readme_strategy_example_runs():
+    """The worked example in the README, as written (2 logical CPU devices)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Training on several devices"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[:code.index("```")]
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    losses = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(losses) == 2 and all(np.isfinite(losses)) and losses[1] < losses[0]
