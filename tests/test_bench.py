@@ -110,3 +110,36 @@ def test_distribute_benchmark_reports_the_all_reduce_cost(tmp_path):
     assert set(times) == set(distribute.VARIANTS) | {"one device, whole batch"}
     assert all(ms > 0 for ms in times.values())
     assert "cross_replica cost, seed (True - False)" in (tmp_path / "distribute.md").read_text()
+
+
+def test_jax_backend_benchmark_and_the_prepared_gpu_script(tmp_path):
+    """wiou-bench --backend jax (a KERAS_BACKEND=jax process) and benchmarks/gpu_jax_bench.py,
+    both on this CPU with a tiny size: schema, every dtype pair, errors against float64."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from wiou_ops.bench import jax_bench
+
+    bench.main(["--backend", "jax", "--sizes", "2x32x32x1", "--rounds", "2",
+                "--out", str(tmp_path / "jax")])
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_jax_bench.py"),
+                          "--sizes", "2x32x32x1", "--rounds", "2", "--dtypes", "bfloat16/uint8",
+                          "--out", str(tmp_path / "gpu")],
+                         env=dict(env, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for folder, pairs in (("jax", jax_bench.DTYPES), ("gpu", [("bfloat16", "uint8")])):
+        results = json.loads((tmp_path / folder / "results.json").read_text())
+        assert results["backend"] == "jax" and results["copy_gbps"] > 0
+        assert [(c["pred_dtype"], c["true_dtype"]) for c in results["cases"]] == list(pairs)
+        for case in results["cases"]:
+            assert {jax_bench.SEED, jax_bench.FUSED} <= set(case["variants"])
+            for stats in case["variants"].values():
+                assert stats["n"] == 2 and stats["rel_error"] < 1e-5
+                assert stats["grad_rel_error"] < (1e-5 if case["pred_dtype"] == "float32"
+                                                  else 8e-3)
+        assert "| seed class (keras.ops), jit |" in (tmp_path / folder / "report.md").read_text()

@@ -188,9 +188,37 @@ def _time_options(tf, shape, implementations, rounds):
             "median_ms": {name: stats["median_ms"] for name, stats in timed.items()}}
 
 
+def _run_jax_backend(rest):
+    """``--backend jax``: the JAX protocol (wiou_ops.bench.jax_bench), in a process whose
+    Keras runs on JAX (Keras picks its backend once, at import)."""
+    import subprocess
+
+    import keras
+
+    from wiou_ops.bench import jax_bench
+
+    if keras.backend.backend() == "jax":
+        jax_bench.main(rest)
+        return
+    command = [sys.executable, "-m", "wiou_ops.bench.jax_bench", *rest]
+    returncode = subprocess.call(command, env=dict(os.environ, KERAS_BACKEND="jax"))
+    if returncode:
+        raise SystemExit(returncode)
+
+
 def main(argv=None):
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow")
+    chosen, rest = backend.parse_known_args(argv)
+    if chosen.backend == "jax":
+        _run_jax_backend(rest)
+        return
     parser = argparse.ArgumentParser(prog="wiou-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+                        help="jax: the same protocol on any JAX device, seed class (keras.ops) "
+                             "vs wiou_ops.jax (python -m wiou_ops.bench.jax_bench --help); "
+                             "without TensorFlow installed, also set KERAS_BACKEND=jax")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--sizes", nargs="+", type=_parse_size, default=None,
                         help="shapes like 16x512x512x1 (default per device)")

@@ -1,0 +1,228 @@
+"""``wiou-bench --backend jax``: the benchmark protocol on any JAX device (CPU, GPU, TPU).
+
+The seed class as Keras runs it on the JAX backend (``SeedWeightedIoULoss``,
+keras.ops, inputs cast to float32, gradient by autodiff) against the fused
+``wiou_ops.jax`` loss, both under ``jax.jit(jax.value_and_grad)``, forward+
+backward; float32 and bfloat16 y_pred, float32 and uint8 y_true. Protocol as
+for TensorFlow (DESIGN.md): warm-up, every variant once per round in a seeded
+order, median/p20/p80, speed-ups against the seed measured in the same run,
+copy and read bandwidth measured in the same run (byte floor = fewest bytes
+over the copy bandwidth), loss error against float64, gradient error against
+the float64 gradient (TensorFlow's clip rule, DESIGN.md).
+
+Needs ``KERAS_BACKEND=jax`` before Keras is imported; ``wiou-bench --backend
+jax`` starts this module in a process that has it. TensorFlow is not imported.
+
+    python -m wiou_ops.bench.jax_bench --out DIR [--sizes 64x512x512x1 ...] [--rounds 20]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"],
+                 "gpu": ["256x512x512x1", "1024x512x512x1"],
+                 "tpu": ["256x512x512x1", "1024x512x512x1"]}
+DTYPES = [("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
+          ("bfloat16", "uint8")]
+EPS, WB, WF = 1e-7, 0.5, 1.5
+SEED = "seed class (keras.ops), jit"
+FUSED = "wiou_ops.jax, jit"
+BLOCKED = "wiou_ops.jax with CPU-style blocked sums, jit"
+
+
+def _variants():
+    import jax
+    import jax.numpy as jnp
+
+    import wiou_ops
+    from wiou_ops import _jax
+
+    seed = wiou_ops.SeedWeightedIoULoss(WB, WF, EPS)
+
+    def seed_loss(y_true, y_pred):  # what Keras's Loss.__call__ does before the seed's call()
+        return seed(y_true.astype(jnp.float32), y_pred.astype(jnp.float32))
+
+    def fused_loss(y_true, y_pred):
+        return _jax.weighted_iou_loss(y_true, y_pred, weight_background=WB,
+                                      weight_foreground=WF, epsilon=EPS)
+
+    def blocked_loss(y_true, y_pred):
+        # The same custom_vjp with the CPU's barrier-blocked sums forced on, to see what
+        # that accuracy scheme costs on a device whose own reduction is a tree already.
+        saved = _jax._PLAIN_SUM_PLATFORMS
+        _jax._PLAIN_SUM_PLATFORMS = ()
+        try:
+            return fused_loss(y_true, y_pred)
+        finally:
+            _jax._PLAIN_SUM_PLATFORMS = saved
+
+    variants = {SEED: seed_loss, FUSED: fused_loss}
+    if jax.default_backend() in _jax._PLAIN_SUM_PLATFORMS:
+        variants[BLOCKED] = blocked_loss
+    return {name: jax.jit(jax.value_and_grad(fn, argnums=1)) for name, fn in variants.items()}
+
+
+def _bandwidth(nbytes, rounds):
+    """(copy GB/s counting read and write, read GB/s) of a float32 buffer."""
+    import jax
+    import jax.numpy as jnp
+
+    from wiou_ops.bench import harness
+
+    x = jnp.ones((nbytes // 4,), jnp.float32)
+    scale, read = jax.jit(lambda v: v * 2.0), jax.jit(jnp.sum)
+    times = harness.interleaved_times({"copy": lambda: scale(x).block_until_ready(),
+                                       "read": lambda: read(x).block_until_ready()},
+                                      rounds=rounds)
+    copy_s = harness.summarize(times["copy"])["median_ms"] / 1e3
+    read_s = harness.summarize(times["read"])["median_ms"] / 1e3
+    return 2 * nbytes / copy_s / 1e9, nbytes / read_s / 1e9
+
+
+def _grad_error(y_true, y_pred, grad, sums, chunks=64):
+    """max |grad - float64 gradient| / max |float64 gradient|, in chunks (no float64 copy)."""
+    import numpy as np
+
+    inter, union, mean_weight = sums
+    lo, hi = float(np.float32(EPS)), float(np.float32(1 - EPS))
+    worst = scale = 0.0
+    parts = (np.array_split(np.asarray(a, np.float32).reshape(-1), chunks)
+             for a in (y_true, y_pred, grad))
+    for y, p, g in zip(*parts):
+        y, p = y.astype(np.float64), p.astype(np.float64)
+        want = mean_weight * ((1 - y) / (union + lo) - y / (inter + lo)) * ((p >= lo) & (p <= hi))
+        worst = max(worst, float(np.max(np.abs(g - want))))
+        scale = max(scale, float(np.max(np.abs(want))))
+    return worst / scale if scale else worst
+
+
+def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from wiou_ops.bench import harness
+
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    y_true = (jax.random.uniform(k1, shape) < 0.05).astype(true_dtype)
+    y_pred = jax.random.uniform(k2, shape, jnp.float32).astype(pred_dtype)
+    calls = {name: (lambda fn=fn: jax.block_until_ready(fn(y_true, y_pred)))
+             for name, fn in fns.items()}
+    samples = harness.interleaved_times(calls, rounds=rounds)
+    y_np = np.asarray(y_true)
+    p_np = np.asarray(y_pred.astype(jnp.float32))
+    want, sums = harness.seed_loss_float64(y_np, p_np, WB, WF, EPS, chunks=64)
+    n = int(np.prod(shape))
+    case = {"shape": list(shape), "pred_dtype": pred_dtype, "true_dtype": true_dtype,
+            "bytes": harness.forward_backward_bytes(n, y_pred.dtype.itemsize,
+                                                    y_true.dtype.itemsize),
+            "clip_ties": int(np.sum((p_np == np.float32(EPS)) | (p_np == np.float32(1 - EPS)))),
+            "variants": {}}
+    for name, secs in samples.items():
+        stats = harness.summarize(secs)
+        stats["samples_s"] = secs
+        value, grad = fns[name](y_true, y_pred)
+        stats["rel_error"] = abs(float(value) - want) / abs(want)
+        stats["grad_rel_error"] = _grad_error(y_np, p_np, np.asarray(grad.astype(jnp.float32)),
+                                              sums)
+        case["variants"][name] = stats
+    return case
+
+
+def markdown(results):
+    lines = [f"# wiou-bench --backend jax: seed class vs wiou_ops.jax on {results['device']}",
+             "",
+             f"JAX {results['jax']}, Keras {results['keras']}, Python {results['python']}, "
+             f"{results['timestamp']}. Forward+backward under jax.jit, median of "
+             f"{results['rounds']} interleaved rounds after warm-up; copy bandwidth "
+             f"{results['copy_gbps']:.0f} GB/s (read+write), read {results['read_gbps']:.0f} "
+             "GB/s, both measured in this run; byte floor = fewest bytes (read y and p twice, "
+             "write the gradient) over the copy bandwidth.", "",
+             "| shape | y_pred/y_true | variant | median ms | p20 | p80 | vs seed | x byte floor "
+             "| loss rel. error | grad error vs float64 |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for case in results["cases"]:
+        floor_ms = case["bytes"] / results["copy_gbps"] / 1e6
+        base = case["variants"][SEED]["median_ms"]
+        for name, v in case["variants"].items():
+            lines.append(
+                f"| {'x'.join(map(str, case['shape']))} | {case['pred_dtype']}/"
+                f"{case['true_dtype']} | {name} | {v['median_ms']:.3f} | {v['p20_ms']:.3f} | "
+                f"{v['p80_ms']:.3f} | {base / v['median_ms']:.2f}x | "
+                f"{v['median_ms'] / floor_ms:.2f} | {v['rel_error']:.1e} | "
+                f"{v['grad_rel_error']:.1e} |")
+    lines += ["", "Predictions exactly at ε or 1-ε (`clip_ties`) get half the gradient from the "
+              "seed's `jnp.clip` autodiff and all of it from wiou_ops (TensorFlow's rule): "
+              + ", ".join(f"{'x'.join(map(str, c['shape']))} {c['pred_dtype']}: {c['clip_ties']}"
+                          for c in results["cases"]), ""]
+    return "\n".join(lines)
+
+
+def device_slug():
+    import re
+
+    import jax
+
+    device = jax.devices()[0]
+    kind = re.sub(r"[^a-z0-9]+", "-", device.device_kind.lower()).strip("-")
+    return f"jax-{device.platform}-{kind}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="wiou-bench --backend jax", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="shapes like 1024x512x512x1 (default per device)")
+    parser.add_argument("--dtypes", nargs="+", default=None,
+                        help="PRED/TRUE pairs (default: " + " ".join(
+                            f"{p}/{t}" for p, t in DTYPES) + ")")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="default benchmarks/results/jax-<platform>-<device kind>")
+    args = parser.parse_args(argv)
+    if os.environ.get("KERAS_BACKEND") != "jax":
+        raise SystemExit("wiou_ops.bench.jax_bench needs KERAS_BACKEND=jax "
+                         "(wiou-bench --backend jax sets it).")
+    import jax
+    import keras
+    import numpy as np
+
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    dtypes = DTYPES if args.dtypes is None else [tuple(d.split("/")) for d in args.dtypes]
+    platform_name = jax.default_backend()
+    sizes = args.sizes or DEFAULT_SIZES.get(platform_name, DEFAULT_SIZES["cpu"])
+    shapes = [tuple(int(d) for d in s.lower().split("x")) for s in sizes]
+    device = jax.devices()[0]
+    results = {"backend": "jax", "device": f"{device.platform}:{device.device_kind}",
+               "jax": jax.__version__, "keras": keras.__version__,
+               "python": platform.python_version(), "rounds": args.rounds,
+               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                   timespec="seconds"), "cases": []}
+    results["copy_gbps"], results["read_gbps"] = _bandwidth(
+        max(4 * int(np.prod(shapes[-1])), 1 << 26), args.rounds)
+    fns = _variants()
+    for shape in shapes:
+        for pred_dtype, true_dtype in dtypes:
+            start = time.perf_counter()
+            results["cases"].append(run_case(fns, shape, pred_dtype, true_dtype, args.rounds))
+            print(f"[wiou-bench jax] {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} "
+                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    out = args.out or pathlib.Path("benchmarks/results") / device_slug()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    text = markdown(results)
+    (out / "report.md").write_text(text)
+    print(text)
+    print(f"[wiou-bench jax] wrote {out / 'results.json'} and {out / 'report.md'}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
