@@ -27,7 +27,8 @@ settings.load_profile("wiou")
 @st.composite
 def cases(draw):
     """Inputs and options: binary masks with at least one foreground and one background
-    pixel, probabilities anywhere in [0, 1] (0 and 1 included), a weight map with zeros."""
+    pixel, probabilities anywhere in [0, 1] (0 and 1 included; passed as logits with
+    from_logits), a weight map with zeros."""
     shape = draw(st.sampled_from(SHAPES))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -44,6 +45,7 @@ def cases(draw):
         weighting=draw(st.sampled_from(["seed", "pixel", "class"])),
         per_image=draw(st.booleans()),
         log=draw(st.booleans()),
+        from_logits=draw(st.booleans()),
         weight_background=draw(st.sampled_from([0.1, 1.0, 3.0])),
         weight_foreground=draw(st.sampled_from([0.5, 1.0, 10.0])),
         implementation=draw(st.sampled_from(IMPLEMENTATIONS)),
@@ -51,11 +53,21 @@ def cases(draw):
     return y, p, weight_map, options
 
 
+def _as_input(p, options):
+    """Probabilities as the loss takes them: logits (up to ±1e4 at 0 and 1) with from_logits."""
+    if not options["from_logits"]:
+        return p
+    q = np.clip(p.astype(np.float64), 1e-12, 1 - 1e-12)
+    z = np.log(q / (1 - q))
+    z[p == 0], z[p == 1] = -1e4, 1e4
+    return z.astype(np.float32)
+
+
 def _loss_and_grad(y, p, options, sample_weight=None, reduction="sum_over_batch_size"):
     loss_fn = wiou_ops.WeightedIoULoss(**options, reduction=reduction)
     if options["weighting"] == "seed":
         sample_weight = None  # the seed's sample weights are Keras's, outside the sums
-    p = tf.constant(p)
+    p = tf.constant(_as_input(p, options))
     with tf.GradientTape() as tape:
         tape.watch(p)
         loss = loss_fn(y, p, sample_weight=sample_weight)
@@ -81,7 +93,7 @@ def test_perfect_prediction_costs_only_the_smoothing(case):
     if options["per_image"] and not _per_image_ok(y, options):
         options = dict(options, per_image=False)
     loss, _ = _loss_and_grad(y, y.copy(), options)
-    # p = y is clipped to [ε, 1-ε]: each IoU is 1 - O(N·ε).
+    # p = y is clipped to [ε, 1-ε] (logits ±1e4: exact): each IoU is 1 - O(N·ε).
     assert np.all(loss <= 4 * y.size * 1e-7 * max(1.0, options["weight_foreground"],
                                                   options["weight_background"]))
 
@@ -119,6 +131,7 @@ def test_per_image_equals_a_loop_over_samples(case):
     options = dict(options, per_image=True)
     sample_weight = None if options["weighting"] == "seed" else weight_map
     loss_fn = wiou_ops.WeightedIoULoss(**options, reduction="none")
+    p = _as_input(p, options)
     per_image = loss_fn(y, p, sample_weight=sample_weight).numpy()
     single = wiou_ops.WeightedIoULoss(**dict(options, per_image=False), reduction="none")
     for b in range(y.shape[0]):
