@@ -106,6 +106,21 @@ const typename Storage<T>::type* storage(const Tensor& t) {
   return reinterpret_cast<const typename Storage<T>::type*>(t.flat<T>().data());
 }
 
+// Work per block for the thread pool's cost model (cycles, roughly).
+constexpr int64_t kBlockCost = wiou::kBlock * 4;
+
+// work(first, last) over blocks [0, blocks), on TensorFlow's intra-op threads when
+// there is more than one block.
+template <typename Work>
+void ForEachBlock(OpKernelContext* ctx, int64_t blocks, const Work& work) {
+  if (blocks > 1) {
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, kBlockCost,
+                                                                          work);
+  } else {
+    work(0, blocks);
+  }
+}
+
 // The attributes as the math's parameters, and the inputs' layout.
 class SumsOpBase : public OpKernel {
  public:
@@ -160,9 +175,6 @@ class SumsOpBase : public OpKernel {
   bool per_image_ = false;
 };
 
-// Work per block for the thread pool's cost model (cycles, roughly).
-constexpr int64_t kBlockCost = wiou::kBlock * 4;
-
 template <typename TPred, typename TTrue>
 class IouSumsOp : public SumsOpBase {
  public:
@@ -183,15 +195,9 @@ class IouSumsOp : public SumsOpBase {
     const auto* y = storage<TTrue>(y_true);
     const auto* p = storage<TPred>(y_pred);
     const float* s = WeightMap(weights);
-    auto work = [&](int64_t first, int64_t last) {
+    ForEachBlock(ctx, blocks, [&](int64_t first, int64_t last) {
       wiou::iou_sums_blocks(y, p, s, group_size, params_, first, last, partials.data());
-    };
-    if (blocks > 1) {
-      ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, kBlockCost,
-                                                                            work);
-    } else {
-      work(0, blocks);
-    }
+    });
     wiou::combine_partials(partials.data(), groups, per_group, terms, out->flat<float>().data());
   }
 };
@@ -219,18 +225,11 @@ class IouSumsGradOp : public SumsOpBase {
     const float* s = WeightMap(weights);
     const float* c = coef.flat<float>().data();
     auto* g = const_cast<typename Storage<TPred>::type*>(storage<TPred>(grad));
-    auto work = [&](int64_t first, int64_t last) {
+    ForEachBlock(ctx, wiou::num_blocks(n), [&](int64_t first, int64_t last) {
       const int64_t begin = first * wiou::kBlock;
       const int64_t end = last * wiou::kBlock < n ? last * wiou::kBlock : n;
       wiou::iou_gradient(y, p, s, group_size, c, params_, begin, end, g);
-    };
-    const int64_t blocks = wiou::num_blocks(n);
-    if (blocks > 1) {
-      ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, kBlockCost,
-                                                                            work);
-    } else {
-      work(0, blocks);
-    }
+    });
     ctx->set_output(0, grad);
   }
 
@@ -270,13 +269,12 @@ class StreamReadOp : public OpKernel {
     const int64_t n = x.NumElements();
     const int64_t blocks = wiou::num_blocks(n);
     std::vector<float> partials(blocks > 0 ? blocks : 1, 0.0f);
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        blocks, kBlockCost, [&](int64_t first, int64_t last) {
-          for (int64_t k = first; k < last; ++k) {
-            const int64_t end = (k + 1) * wiou::kBlock < n ? (k + 1) * wiou::kBlock : n;
-            partials[k] = wiou::stream_read_sum(data, k * wiou::kBlock, end);
-          }
-        });
+    ForEachBlock(ctx, blocks, [&](int64_t first, int64_t last) {
+      for (int64_t k = first; k < last; ++k) {
+        const int64_t end = (k + 1) * wiou::kBlock < n ? (k + 1) * wiou::kBlock : n;
+        partials[k] = wiou::stream_read_sum(data, k * wiou::kBlock, end);
+      }
+    });
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
     float total = 0.0f;

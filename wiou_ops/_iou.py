@@ -104,3 +104,33 @@ def group_losses(sums, spec, log, log_fn):
     w_b, w_f = spec.weight_background, spec.weight_foreground
     return (w_f * foreground + w_b * background) / (w_f + w_b)
 
+
+
+# The elementwise math, written with arithmetic operators only, so that the TensorFlow and
+# JAX kernels share it (arrays of shape (G, n) in the accumulation dtype; m None means 1).
+
+def element_weight(y, weight_map, spec):
+    """m: the weight map (grouped like y, or None) times pixel mode's class weight."""
+    m = weight_map
+    if spec.weighting == "pixel":
+        c0, c1 = spec.pixel_weights
+        class_weight = c0 + c1 * y
+        m = class_weight if m is None else m * class_weight
+    return m
+
+
+def terms(y, p, q, m, spec):
+    """The per-element terms of ``TERMS[spec.weighting]``, in order (seed ignores m)."""
+    yp = y * p
+    if spec.weighting == "seed":
+        return [yp, y + p - yp, y]
+    out = [yp, y + p - yp]
+    if spec.weighting == "class":
+        out += [(1.0 - y) * q, (1.0 - y) + y * q]
+    return out if m is None else [m * t for t in out]
+
+
+def vjp_factor(coef, y, m):
+    """``m·(a·y + b·(1 - y))`` with ``(a, b) = coef[g]``: the VJP before the ``dp̂`` factor."""
+    factor = coef[:, 0:1] * y + coef[:, 1:2] * (1.0 - y)
+    return factor if m is None else m * factor

@@ -66,29 +66,17 @@ def _probabilities(x, spec):
     return p, 1.0 - p
 
 
-def _element_weight(y, weights, spec, acc):
-    c0, c1 = spec.pixel_weights
-    m = None if weights is None else _as_groups(weights, spec, acc)
-    if spec.weighting == "pixel":
-        class_weight = c0 + c1 * y
-        m = class_weight if m is None else m * class_weight
-    return m
+def _grouped_weight(y, weights, spec, acc):
+    """m (``_iou.element_weight``) with the weight map grouped like y; None for m = 1."""
+    weight_map = None if weights is None else _as_groups(weights, spec, acc)
+    return _iou.element_weight(y, weight_map, spec)
 
 
 def _sums(y_true, y_pred, weights, spec, axis_name):
     acc = _accumulation_dtype(y_pred.dtype)
     y = _as_groups(y_true, spec, acc)
     p, q = _probabilities(_as_groups(y_pred, spec, acc), spec)
-    yp = y * p
-    terms = [yp, y + p - yp]
-    if spec.weighting == "seed":
-        terms.append(y)
-    else:
-        if spec.weighting == "class":
-            terms += [(1.0 - y) * q, (1.0 - y) + y * q]
-        m = _element_weight(y, weights, spec, acc)
-        if m is not None:
-            terms = [m * t for t in terms]
+    terms = _iou.terms(y, p, q, _grouped_weight(y, weights, spec, acc), spec)
     sums = jnp.stack([_row_sums(t) for t in terms], axis=1)
     if axis_name is not None and not spec.per_image:
         sums = lax.psum(sums, axis_name)
@@ -125,10 +113,7 @@ def _iou_sums_bwd(spec, axis_name, residuals, d_sums):
     coef = d_sums.astype(acc) @ jnp.asarray(_iou.PROJECTION[spec.weighting], acc)
     y = _as_groups(y_true, spec, acc)
     x = _as_groups(y_pred, spec, acc)
-    grad = coef[:, 0:1] * y + coef[:, 1:2] * (1.0 - y)
-    m = _element_weight(y, weights, spec, acc)
-    if m is not None:
-        grad = m * grad
+    grad = _iou.vjp_factor(coef, y, _grouped_weight(y, weights, spec, acc))
     if spec.from_logits:
         grad = grad * (jax.nn.sigmoid(x) * jax.nn.sigmoid(-x))
     else:

@@ -14,6 +14,7 @@ Both reshape the inputs to (G, n): G = batch size with ``per_image``, else 1.
 
 import tensorflow as tf
 
+from wiou_ops import _iou
 from wiou_ops._fused import FusedIoUSums
 
 try:  # XLA-only op; keeps XLA from merging the levels of a blocked sum.
@@ -88,14 +89,10 @@ def _probabilities(x, spec, acc):
     return p, 1.0 - p
 
 
-def _element_weight(y, weights, spec, acc):
-    """m: the weight map times the pixel-mode class weight, or None for m = 1."""
-    c0, c1 = spec.pixel_weights
-    m = None if weights is None else _as_groups(weights, spec, acc)
-    if spec.weighting == "pixel":
-        class_weight = c0 + c1 * y
-        m = class_weight if m is None else m * class_weight
-    return m
+def _grouped_weight(y, weights, spec, acc):
+    """m (``_iou.element_weight``) with the weight map grouped like y; None for m = 1."""
+    weight_map = None if weights is None else _as_groups(weights, spec, acc)
+    return _iou.element_weight(y, weight_map, spec)
 
 
 def _terms(y_true, y_pred, weights, spec):
@@ -103,14 +100,7 @@ def _terms(y_true, y_pred, weights, spec):
     acc = accumulation_dtype(y_pred.dtype)
     y = _as_groups(y_true, spec, acc)
     p, q = _probabilities(_as_groups(y_pred, spec, acc), spec, acc)
-    yp = y * p
-    if spec.weighting == "seed":
-        return [yp, y + p - yp, y]
-    terms = [yp, y + p - yp]
-    if spec.weighting == "class":
-        terms += [(1.0 - y) * q, (1.0 - y) + y * q]
-    m = _element_weight(y, weights, spec, acc)
-    return terms if m is None else [m * t for t in terms]
+    return _iou.terms(y, p, q, _grouped_weight(y, weights, spec, acc), spec)
 
 
 def _gradient(y_true, y_pred, weights, coef, spec):
@@ -118,11 +108,7 @@ def _gradient(y_true, y_pred, weights, coef, spec):
     acc = accumulation_dtype(y_pred.dtype)
     y = _as_groups(y_true, spec, acc)
     x = _as_groups(y_pred, spec, acc)
-    coef = tf.cast(coef, acc)
-    grad = coef[:, 0:1] * y + coef[:, 1:2] * (1.0 - y)
-    m = _element_weight(y, weights, spec, acc)
-    if m is not None:
-        grad = m * grad
+    grad = _iou.vjp_factor(tf.cast(coef, acc), y, _grouped_weight(y, weights, spec, acc))
     if spec.from_logits:
         grad = grad * (tf.sigmoid(x) * tf.sigmoid(-x))
     else:
