@@ -257,6 +257,14 @@ inline void probabilities(vfloat x, const Params& params, vfloat& p, vfloat& q) 
   }
 }
 
+// The input streams kPrefetch elements ahead of element i.
+template <bool kWeighted, typename TTrue, typename TPred>
+inline void prefetch_inputs(const TTrue* y, const TPred* p, const float* s, int64_t i) {
+  __builtin_prefetch(y + i + kPrefetch);
+  __builtin_prefetch(p + i + kPrefetch);
+  if (kWeighted) __builtin_prefetch(s + i + kPrefetch);
+}
+
 // Up to kLanes elements of one operand, zero-padded (the ragged end of a block).
 template <typename T>
 inline vfloat load_partial(const T* ptr, int count) {
@@ -300,9 +308,7 @@ void block_sums(const TTrue* y, const TPred* p, const float* s, int64_t begin, i
   const vfloat one = vfloat{} + 1.0f;
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
-    __builtin_prefetch(y + i + kPrefetch);
-    __builtin_prefetch(p + i + kPrefetch);
-    if (kWeighted) __builtin_prefetch(s + i + kPrefetch);
+    prefetch_inputs<kWeighted>(y, p, s, i);
     accumulate_terms<W, kLogits, kWeighted>(load_floats(y + i), load_floats(p + i),
                                             kWeighted ? load_floats(s + i) : one, all,
                                             params, acc);
@@ -398,9 +404,7 @@ void gradient_span(const TTrue* y, const TPred* p, const float* s, float a, floa
   const vfloat one = vfloat{} + 1.0f;
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
-    __builtin_prefetch(y + i + kPrefetch);
-    __builtin_prefetch(p + i + kPrefetch);
-    if (kWeighted) __builtin_prefetch(s + i + kPrefetch);
+    prefetch_inputs<kWeighted>(y, p, s, i);
     const vfloat g = gradient_terms<kLogits, kWeighted>(
         load_floats(y + i), load_floats(p + i), kWeighted ? load_floats(s + i) : one, a, b,
         params);
