@@ -4,6 +4,7 @@
 //   WiouIouSums(y_true, y_pred, weights; attrs) -> sums float32[groups, terms]
 //   WiouIouSumsGrad(y_true, y_pred, weights, coef; attrs) -> grad (y_pred's dtype)
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -29,6 +30,13 @@ namespace {
 constexpr char kPredAttr[] = "Tpred: {float, half, bfloat16}";
 constexpr char kTrueAttr[] = "Ttrue: {float, half, bfloat16, uint8, int32, bool}";
 
+// The "weighting" attribute (one of the values the ops declare) as the math's enum.
+wiou::Weighting ParseWeighting(const std::string& weighting) {
+  return weighting == "seed"    ? wiou::Weighting::kSeed
+         : weighting == "pixel" ? wiou::Weighting::kPixel
+                                : wiou::Weighting::kClass;
+}
+
 // Attributes shared by both ops: what is summed (wiou_math_api.h).
 #define WIOU_SUMS_ATTRS                            \
   Attr("weighting: {'seed', 'pixel', 'class'}")    \
@@ -51,7 +59,7 @@ REGISTER_OP("WiouIouSums")
       bool per_image;
       TF_RETURN_IF_ERROR(c->GetAttr("weighting", &weighting));
       TF_RETURN_IF_ERROR(c->GetAttr("per_image", &per_image));
-      const int terms = weighting == "seed" ? 3 : (weighting == "pixel" ? 2 : 4);
+      const int terms = wiou::num_terms(ParseWeighting(weighting));
       shape_inference::DimensionHandle groups = c->MakeDim(1);
       if (per_image && c->RankKnown(c->input(1)) && c->Rank(c->input(1)) > 0) {
         groups = c->Dim(c->input(1), 0);
@@ -134,10 +142,8 @@ class SumsOpBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("weight_background", &weight_background));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("weight_foreground", &weight_foreground));
-    const wiou::Weighting w = weighting == "seed"    ? wiou::Weighting::kSeed
-                              : weighting == "pixel" ? wiou::Weighting::kPixel
-                                                     : wiou::Weighting::kClass;
-    params_ = wiou::Params(w, from_logits, epsilon, weight_background, weight_foreground);
+    params_ = wiou::Params(ParseWeighting(weighting), from_logits, epsilon, weight_background,
+                           weight_foreground);
   }
 
  protected:
