@@ -147,9 +147,18 @@ class SumsOpBase : public OpKernel {
   }
 
  protected:
-  // Checks shapes; sets groups and group size (elements per group).
-  Status Layout(const Tensor& y_true, const Tensor& y_pred, const Tensor& weights,
-                int64_t* groups, int64_t* group_size) const {
+  // Inputs 0-2 of both ops, checked, with the layout of the groups.
+  struct SumsInputs {
+    const Tensor* y_true = nullptr;
+    const Tensor* y_pred = nullptr;
+    const float* weights = nullptr;  // the weight map, or nullptr for s = 1 (empty input)
+    int64_t groups = 0, group_size = 0;  // group_size: elements per group
+  };
+
+  Status ReadInputs(OpKernelContext* ctx, SumsInputs* in) const {
+    const Tensor& y_true = ctx->input(0);
+    const Tensor& y_pred = ctx->input(1);
+    const Tensor& weights = ctx->input(2);
     if (y_true.shape() != y_pred.shape()) {
       return errors::InvalidArgument("y_true and y_pred must have the same shape, got y_true ",
                                      y_true.shape().DebugString(), " and y_pred ",
@@ -160,21 +169,15 @@ class SumsOpBase : public OpKernel {
                                      y_pred.shape().DebugString(), ", got ",
                                      weights.shape().DebugString());
     }
-    const int64_t n = y_pred.NumElements();
-    if (per_image_) {
-      if (y_pred.dims() < 1) {
-        return errors::InvalidArgument("per_image needs a batch axis, got a scalar y_pred");
-      }
-      *groups = y_pred.dim_size(0);
-    } else {
-      *groups = 1;
+    if (per_image_ && y_pred.dims() < 1) {
+      return errors::InvalidArgument("per_image needs a batch axis, got a scalar y_pred");
     }
-    *group_size = *groups > 0 ? n / *groups : 0;
+    in->y_true = &y_true;
+    in->y_pred = &y_pred;
+    in->weights = weights.NumElements() == 0 ? nullptr : weights.flat<float>().data();
+    in->groups = per_image_ ? y_pred.dim_size(0) : 1;
+    in->group_size = in->groups > 0 ? y_pred.NumElements() / in->groups : 0;
     return absl::OkStatus();
-  }
-
-  static const float* WeightMap(const Tensor& weights) {
-    return weights.NumElements() == 0 ? nullptr : weights.flat<float>().data();
   }
 
   wiou::Params params_;
@@ -187,22 +190,20 @@ class IouSumsOp : public SumsOpBase {
   using SumsOpBase::SumsOpBase;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& y_true = ctx->input(0);
-    const Tensor& y_pred = ctx->input(1);
-    const Tensor& weights = ctx->input(2);
-    int64_t groups = 0, group_size = 0;
-    OP_REQUIRES_OK(ctx, Layout(y_true, y_pred, weights, &groups, &group_size));
+    SumsInputs in;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, &in));
+    const int64_t groups = in.groups, group_size = in.group_size;
     const int terms = wiou::num_terms(params_.weighting);
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({groups, terms}), &out));
     const int64_t per_group = wiou::num_blocks(group_size);
     const int64_t blocks = groups * per_group;
     std::vector<float> partials(wiou::kMaxTerms * (blocks > 0 ? blocks : 1), 0.0f);
-    const auto* y = storage<TTrue>(y_true);
-    const auto* p = storage<TPred>(y_pred);
-    const float* s = WeightMap(weights);
+    const auto* y = storage<TTrue>(*in.y_true);
+    const auto* p = storage<TPred>(*in.y_pred);
     ForEachBlock(ctx, blocks, [&](int64_t first, int64_t last) {
-      wiou::iou_sums_blocks(y, p, s, group_size, params_, first, last, partials.data());
+      wiou::iou_sums_blocks(y, p, in.weights, group_size, params_, first, last,
+                            partials.data());
     });
     wiou::combine_partials(partials.data(), groups, per_group, terms, out->flat<float>().data());
   }
@@ -214,27 +215,24 @@ class IouSumsGradOp : public SumsOpBase {
   using SumsOpBase::SumsOpBase;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& y_true = ctx->input(0);
-    const Tensor& y_pred = ctx->input(1);
-    const Tensor& weights = ctx->input(2);
+    SumsInputs in;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, &in));
     const Tensor& coef = ctx->input(3);
-    int64_t groups = 0, group_size = 0;
-    OP_REQUIRES_OK(ctx, Layout(y_true, y_pred, weights, &groups, &group_size));
-    OP_REQUIRES(ctx, coef.NumElements() == 2 * groups,
-                errors::InvalidArgument("coef must hold 2 values per group (", groups,
+    OP_REQUIRES(ctx, coef.NumElements() == 2 * in.groups,
+                errors::InvalidArgument("coef must hold 2 values per group (", in.groups,
                                         " groups), got ", coef.shape().DebugString()));
+    const Tensor& y_pred = *in.y_pred;
     Tensor grad = GradientBuffer(ctx, y_pred.shape());
     if (!ctx->status().ok()) return;
     const int64_t n = y_pred.NumElements();
-    const auto* y = storage<TTrue>(y_true);
+    const auto* y = storage<TTrue>(*in.y_true);
     const auto* p = storage<TPred>(y_pred);
-    const float* s = WeightMap(weights);
     const float* c = coef.flat<float>().data();
     auto* g = const_cast<typename Storage<TPred>::type*>(storage<TPred>(grad));
     ForEachBlock(ctx, wiou::num_blocks(n), [&](int64_t first, int64_t last) {
       const int64_t begin = first * wiou::kBlock;
       const int64_t end = last * wiou::kBlock < n ? last * wiou::kBlock : n;
-      wiou::iou_gradient(y, p, s, group_size, c, params_, begin, end, g);
+      wiou::iou_gradient(y, p, in.weights, in.group_size, c, params_, begin, end, g);
     });
     ctx->set_output(0, grad);
   }
