@@ -137,7 +137,10 @@ def test_jax_backend_benchmark_and_the_prepared_gpu_script(tmp_path):
         assert results["backend"] == "jax" and results["copy_gbps"] > 0
         assert [(c["pred_dtype"], c["true_dtype"]) for c in results["cases"]] == list(pairs)
         for case in results["cases"]:
-            assert {jax_bench.SEED, jax_bench.FUSED} <= set(case["variants"])
+            # This CPU's default backward reads y and p; the other one is timed beside it.
+            assert results["default_backward"] == "y and p"
+            assert set(case["variants"]) == {jax_bench.SEED, jax_bench.FUSED, jax_bench.CODES}
+            assert case["label_code_bytes"] < case["bytes"]
             for stats in case["variants"].values():
                 assert stats["n"] == 2 and stats["rel_error"] < 1e-5
                 assert stats["grad_rel_error"] < (1e-5 if case["pred_dtype"] == "float32"

@@ -133,23 +133,30 @@ def test_sharded_equals_unsharded_on_8_devices():
         p = jnp.asarray(rng.random((16, 33, 31, 1)), jnp.float32)
         w = jnp.asarray(rng.uniform(0, 2, (16, 33, 31, 1)), jnp.float32)
         put = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
+        y_soft = y.at[13, 3, 4, 0].set(0.5)  # one soft label, on the 7th shard only
+        cases = [(weighting, per_image, False, y) for weighting in ("seed", "pixel", "class")
+                 for per_image in (False, True)]
+        # The GPU/TPU backward from label codes; the soft label sends one shard down the
+        # y/p branch of its cond and the others not.
+        cases += [("seed", False, True, y), ("class", True, True, y_soft),
+                  ("pixel", False, True, y_soft)]
         worst = [0.0, 0.0]
-        for weighting in ("seed", "pixel", "class"):
-            for per_image in (False, True):
-                opts = dict(weight_background=0.5, weight_foreground=1.5, weighting=weighting,
-                            per_image=per_image, log=not per_image)
-                sw = None if weighting == "seed" else w
-                whole = jax.value_and_grad(
-                    lambda y, p, sw: _jax.weighted_iou_loss(y, p, sample_weight=sw, **opts), 1)
-                sharded = shard_map(
-                    lambda y, p, sw: _jax.weighted_iou_loss(y, p, sample_weight=sw,
-                                                            axis_name="batch", **opts),
-                    mesh=mesh, in_specs=(P("batch"),) * 3, out_specs=P())
-                l1, g1 = whole(y, p, sw)
-                l2, g2 = jax.jit(jax.value_and_grad(sharded, 1))(
-                    put(y), put(p), None if sw is None else put(sw))
-                worst[0] = max(worst[0], abs(float(l1) - float(l2)) / float(l1))
-                worst[1] = max(worst[1], float(jnp.max(jnp.abs(g1 - g2)) / jnp.max(jnp.abs(g1))))
+        for weighting, per_image, codes, labels in cases:
+            _jax._COMPACT_RESIDUAL_PLATFORMS = ("cpu",) if codes else ()
+            opts = dict(weight_background=0.5, weight_foreground=1.5, weighting=weighting,
+                        per_image=per_image, log=not per_image)
+            sw = None if weighting == "seed" or codes else w
+            whole = jax.value_and_grad(
+                lambda y, p, sw: _jax.weighted_iou_loss(y, p, sample_weight=sw, **opts), 1)
+            sharded = shard_map(
+                lambda y, p, sw: _jax.weighted_iou_loss(y, p, sample_weight=sw,
+                                                        axis_name="batch", **opts),
+                mesh=mesh, in_specs=(P("batch"),) * 3, out_specs=P())
+            l1, g1 = whole(labels, p, sw)
+            l2, g2 = jax.jit(jax.value_and_grad(sharded, 1))(
+                put(labels), put(p), None if sw is None else put(sw))
+            worst[0] = max(worst[0], abs(float(l1) - float(l2)) / float(l1))
+            worst[1] = max(worst[1], float(jnp.max(jnp.abs(g1 - g2)) / jnp.max(jnp.abs(g1))))
         print(*worst)
     """
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
@@ -158,3 +165,86 @@ def test_sharded_equals_unsharded_on_8_devices():
     assert out.returncode == 0, out.stderr
     value_err, grad_err = map(float, out.stdout.split()[-2:])
     assert value_err <= 1e-6 and grad_err <= 1e-5
+
+
+# --- The backward from 1-byte label codes (_jax._label_codes), the GPU/TPU default. -------
+# This CPU takes the y/p backward by default; the fixture turns the codes on here too, and
+# every result must equal the y/p backward exactly (same float ops on the same values).
+
+@pytest.fixture
+def label_codes_on(monkeypatch):
+    monkeypatch.setattr(_jax, "_COMPACT_RESIDUAL_PLATFORMS", (jax.default_backend(),))
+
+
+def _both_backwards(monkeypatch, loss, y_pred):
+    results = []
+    for platforms in ((jax.default_backend(),), ()):
+        monkeypatch.setattr(_jax, "_COMPACT_RESIDUAL_PLATFORMS", platforms)
+        value, vjp = jax.vjp(jax.jit(loss), y_pred)
+        results.append((value, vjp(jnp.asarray(1.7, value.dtype))[0]))
+    return results
+
+
+@pytest.mark.parametrize("labels", ["float32", "uint8", "bool", "soft", "one_soft"])
+@pytest.mark.parametrize("pred_dtype", helpers.PRED_DTYPES)
+@pytest.mark.parametrize("weighting,per_image,log", [("seed", False, True),
+                                                     ("pixel", True, False),
+                                                     ("class", False, True),
+                                                     ("class", True, True)])
+@pytest.mark.parametrize("case", ["random", "empty", "saturated"])
+def test_label_code_backward_equals_the_y_p_backward(monkeypatch, case, weighting, per_image,
+                                                     log, pred_dtype, labels):
+    shape = (3, 29, 31, 1)
+    y_true, y_pred = _inputs(shape, case, pred_dtype, "float32")
+    if labels in ("uint8", "bool"):
+        y_true = y_true.astype(labels)
+    elif labels == "soft":  # label smoothing: the general branch of the cond
+        y_true = y_true * 0.9 + 0.05
+    elif labels == "one_soft":  # one soft label in one image is enough to need y and p
+        y_true = y_true.at[2, 5, 7, 0].set(0.5)
+        y_pred = y_pred.at[2, 5, 7, 0].set(0.3)
+
+    def loss(p):
+        return _jax.weighted_iou_loss(y_true, p, weighting=weighting, per_image=per_image,
+                                      log=log, weight_background=0.5, weight_foreground=1.5)
+
+    (v1, g1), (v2, g2) = _both_backwards(monkeypatch, loss, y_pred)
+    assert g1.dtype == g2.dtype == y_pred.dtype and g1.shape == y_pred.shape
+    np.testing.assert_array_equal(np.asarray(v1), np.asarray(v2))
+    np.testing.assert_array_equal(np.asarray(g1.astype(jnp.float32)),
+                                  np.asarray(g2.astype(jnp.float32)))
+    if case != "empty":
+        assert float(jnp.max(jnp.abs(g1.astype(jnp.float32)))) > 0
+
+
+def test_label_codes_say_what_the_backward_needs(label_codes_on):
+    spec = _jax._iou.SumsSpec(epsilon=1e-7)
+    eps = np.float32(1e-7)
+    y = jnp.asarray([[0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.0, 1.0]])
+    p = jnp.asarray([[0.3, 0.3, 0.0, 1.0, 0.3, 1.0, eps, 1 - eps]], jnp.float32)
+    codes, any_soft = _jax._label_codes(y, p, spec, jnp.float32)
+    assert codes.dtype == jnp.uint8
+    np.testing.assert_array_equal(np.asarray(codes), [[1, 2, 0, 0, 3, 0, 1, 2]])
+    assert bool(any_soft)
+    # A soft label whose prediction is clipped has zero gradient: no need for y and p.
+    codes, any_soft = _jax._label_codes(y[:, 5:], p[:, 5:], spec, jnp.float32)
+    assert not bool(any_soft)
+    # Logits and weight maps always take the y/p backward (their gradient varies per pixel).
+    assert _jax._compact_residuals(spec, None)
+    assert not _jax._compact_residuals(spec, jnp.ones((1, 8)))
+    assert not _jax._compact_residuals(_jax._iou.SumsSpec(from_logits=True), None)
+
+
+def test_label_code_backward_against_float64_oracle(label_codes_on):
+    y_true, y_pred = _inputs((5, 123, 123, 1), "random", "float32", "uint8")
+
+    def loss(p):
+        return _jax.weighted_iou_loss(y_true, p, weighting="pixel", weight_background=0.5,
+                                      weight_foreground=1.5)
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(y_pred)
+    want, want_grad = oracle.iou_value_and_grad(
+        np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64), weighting="pixel",
+        weight_background=0.5, weight_foreground=1.5)
+    assert helpers.rel_err(np.asarray(value), want) <= helpers.VALUE_RTOL
+    assert helpers.rel_err(np.asarray(grad), want_grad) <= helpers.GRAD_RTOL["float32"]
