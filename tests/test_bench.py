@@ -128,7 +128,7 @@ def test_jax_backend_benchmark_and_the_prepared_gpu_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_jax_bench.py"),
                           "--sizes", "2x32x32x1", "--rounds", "2", "--dtypes", "bfloat16/uint8",
-                          "--out", str(tmp_path / "gpu")],
+                          "--pallas", "on", "--out", str(tmp_path / "gpu")],
                          env=dict(env, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"),
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -139,10 +139,37 @@ def test_jax_backend_benchmark_and_the_prepared_gpu_script(tmp_path):
         for case in results["cases"]:
             # This CPU's default backward reads y and p; the other one is timed beside it.
             assert results["default_backward"] == "y and p"
-            assert set(case["variants"]) == {jax_bench.SEED, jax_bench.FUSED, jax_bench.CODES}
+            pallas = {jax_bench.PALLAS} if folder == "gpu" else set()  # interpreted here
+            assert set(case["variants"]) == {jax_bench.SEED, jax_bench.FUSED, jax_bench.CODES,
+                                             *pallas} and not case["failed"]
             assert case["label_code_bytes"] < case["bytes"]
             for stats in case["variants"].values():
                 assert stats["n"] == 2 and stats["rel_error"] < 1e-5
                 assert stats["grad_rel_error"] < (1e-5 if case["pred_dtype"] == "float32"
                                                   else 8e-3)
         assert "| seed class (keras.ops), jit |" in (tmp_path / folder / "report.md").read_text()
+
+
+def test_jax_bench_reports_a_variant_that_fails_and_times_the_others():
+    """On the GPU a kernel may fail to compile (the Pallas forward's Triton step runs only
+    there): the run must go on and the report say so."""
+    import jax
+
+    from wiou_ops import _jax
+    from wiou_ops.bench import jax_bench
+
+    def broken(y_true, y_pred):
+        raise RuntimeError("Triton compile failed\nlong details")
+
+    fns = {jax_bench.SEED: jax.jit(jax.value_and_grad(
+        lambda y, p: _jax.seed_weighted_iou_loss(y, p, weight_background=jax_bench.WB,
+                                                 weight_foreground=jax_bench.WF), 1)),
+           jax_bench.PALLAS: broken}
+    case = jax_bench.run_case(fns, (1, 8, 8, 1), "float32", "float32", rounds=2)
+    assert list(case["variants"]) == [jax_bench.SEED]
+    assert case["failed"] == {jax_bench.PALLAS: "RuntimeError: Triton compile failed"}
+    results = {"device": "cpu:test", "jax": "x", "keras": "x", "python": "x", "timestamp": "t",
+               "rounds": 2, "copy_gbps": 1.0, "read_gbps": 1.0, "default_backward": "y and p",
+               "cases": [case]}
+    assert f"{jax_bench.PALLAS} failed: RuntimeError: Triton compile failed" in \
+        jax_bench.markdown(results)

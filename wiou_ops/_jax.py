@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wiou_ops import _iou
+from wiou_ops import _iou, _pallas
 
 _BLOCK = 256  # partial sums of at most 256 numbers per level
 _LEVELS = 3   # 1e8 elements leave 6 partial sums after three levels
@@ -83,12 +83,16 @@ def _grouped_weight(y, weights, spec, acc):
     return _iou.element_weight(y, weight_map, spec)
 
 
-def _sums(y_true, y_pred, weights, spec, axis_name):
+def _local_sums(y_true, y_pred, weights, spec):
     acc = _accumulation_dtype(y_pred.dtype)
     y = _as_groups(y_true, spec, acc)
     p, q = _probabilities(_as_groups(y_pred, spec, acc), spec)
     terms = _iou.terms(y, p, q, _grouped_weight(y, weights, spec, acc), spec)
-    sums = jnp.stack([_row_sums(t) for t in terms], axis=1)
+    return jnp.stack([_row_sums(t) for t in terms], axis=1)
+
+
+def _global_sums(sums, spec, axis_name):
+    """All-reduced over ``axis_name`` unless per image (each image's sums are whole)."""
     if axis_name is not None and not spec.per_image:
         sums = lax.psum(sums, axis_name)
     return sums
@@ -109,7 +113,7 @@ def iou_sums(y_true, y_pred, weights, spec, axis_name=None):
     ``weights``: a weight map of y's shape, or None. Labels and weights get a
     zero cotangent (they are data).
     """
-    return _sums(y_true, y_pred, weights, spec, axis_name)
+    return _global_sums(_local_sums(y_true, y_pred, weights, spec), spec, axis_name)
 
 
 def _compact_residuals(spec, weights):
@@ -136,11 +140,18 @@ def _label_codes(y_true, y_pred, spec, acc):
 
 
 def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name):
-    sums = _sums(y_true, y_pred, weights, spec, axis_name)
     codes = None
-    if _compact_residuals(spec, weights):
+    if not _compact_residuals(spec, weights):
+        sums = _local_sums(y_true, y_pred, weights, spec)
+    elif (jax.default_backend() in _pallas.FORWARD_PLATFORMS
+          and _pallas.supports(y_true, y_pred, spec, weights)):
+        sums, *codes = _pallas.sums_and_codes(_as_groups(y_true, spec, y_true.dtype),
+                                              _as_groups(y_pred, spec, y_pred.dtype), spec)
+        codes = tuple(codes)  # (codes, any soft label), as _label_codes returns
+    else:
+        sums = _local_sums(y_true, y_pred, weights, spec)
         codes = _label_codes(y_true, y_pred, spec, _accumulation_dtype(y_pred.dtype))
-    return sums, (y_true, y_pred, weights, codes)
+    return _global_sums(sums, spec, axis_name), (y_true, y_pred, weights, codes)
 
 
 def _iou_sums_bwd(spec, axis_name, residuals, d_sums):

@@ -19,6 +19,7 @@ jax`` starts this module in a process that has it. TensorFlow is not imported.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -37,6 +38,7 @@ SEED = "seed class (keras.ops), jit"
 FUSED = "wiou_ops.jax, jit"  # with this device's default backward
 CODES = "wiou_ops.jax, backward from label codes, jit"
 FROM_INPUTS = "wiou_ops.jax, backward from y and p, jit"
+PALLAS = "wiou_ops.jax, Pallas forward + label codes, jit"
 
 
 def _default_backward():
@@ -48,14 +50,28 @@ def _default_backward():
         else "y and p"
 
 
-def _variants():
+@contextlib.contextmanager
+def _switched(module, **values):
+    """Module-level switches set while jit traces a variant (they are read at trace time)."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def _variants(pallas):
     import jax
     import jax.numpy as jnp
 
     import wiou_ops
-    from wiou_ops import _jax
+    from wiou_ops import _jax, _pallas
 
     seed = wiou_ops.SeedWeightedIoULoss(WB, WF, EPS)
+    here = (jax.default_backend(),)
 
     def seed_loss(y_true, y_pred):  # what Keras's Loss.__call__ does before the seed's call()
         return seed(y_true.astype(jnp.float32), y_pred.astype(jnp.float32))
@@ -65,19 +81,21 @@ def _variants():
                                       weight_foreground=WF, epsilon=EPS)
 
     def other_backward_loss(y_true, y_pred):
-        # The backward this device does not take by default (_jax._COMPACT_RESIDUAL_PLATFORMS),
-        # so that one run shows whether the default is the faster one here. Switched while
-        # jit traces it.
-        saved = _jax._COMPACT_RESIDUAL_PLATFORMS
-        here = jax.default_backend()
-        _jax._COMPACT_RESIDUAL_PLATFORMS = () if here in saved else (here,)
-        try:
+        # The backward this device does not take by default, so that one run shows
+        # whether the default is the faster one here.
+        codes_here = _default_backward() == "label codes"
+        with _switched(_jax, _COMPACT_RESIDUAL_PLATFORMS=() if codes_here else here):
             return fused_loss(y_true, y_pred)
-        finally:
-            _jax._COMPACT_RESIDUAL_PLATFORMS = saved
+
+    def pallas_loss(y_true, y_pred):
+        with _switched(_jax, _COMPACT_RESIDUAL_PLATFORMS=here), \
+                _switched(_pallas, FORWARD_PLATFORMS=here):
+            return fused_loss(y_true, y_pred)
 
     other = FROM_INPUTS if _default_backward() == "label codes" else CODES
     variants = {SEED: seed_loss, FUSED: fused_loss, other: other_backward_loss}
+    if pallas:
+        variants[PALLAS] = pallas_loss
     return {name: jax.jit(jax.value_and_grad(fn, argnums=1)) for name, fn in variants.items()}
 
 
@@ -131,6 +149,14 @@ def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     y_true = (jax.random.uniform(k1, shape) < 0.05).astype(true_dtype)
     y_pred = jax.random.uniform(k2, shape, jnp.float32).astype(pred_dtype)
+    failed = {}
+    for name, fn in list(fns.items()):
+        try:  # compile first: a variant that fails here (say, the Pallas kernel's Triton
+            jax.block_until_ready(fn(y_true, y_pred))  # compile) is reported, not fatal
+        except Exception as error:  # noqa: BLE001 - any compile or runtime error
+            failed[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+            print(f"[wiou-bench jax] {name} failed: {failed[name]}", file=sys.stderr)
+    fns = {name: fn for name, fn in fns.items() if name not in failed}
     calls = {name: (lambda fn=fn: jax.block_until_ready(fn(y_true, y_pred)))
              for name, fn in fns.items()}
     samples = harness.interleaved_times(calls, rounds=rounds)
@@ -144,7 +170,7 @@ def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
             "label_code_bytes": label_code_bytes(n, y_pred.dtype.itemsize,
                                                  y_true.dtype.itemsize),
             "clip_ties": int(np.sum((p_np == np.float32(EPS)) | (p_np == np.float32(1 - EPS)))),
-            "variants": {}}
+            "variants": {}, "failed": failed}
     for name, secs in samples.items():
         stats = harness.summarize(secs)
         stats["samples_s"] = secs
@@ -184,6 +210,11 @@ def markdown(results):
                 f"{v['p80_ms']:.3f} | {base / v['median_ms']:.2f}x | "
                 f"{v['median_ms'] / floor_ms:.2f} | {v['rel_error']:.1e} | "
                 f"{v['grad_rel_error']:.1e} |")
+    failures = [f"- {'x'.join(map(str, c['shape']))} {c['pred_dtype']}/{c['true_dtype']}: "
+                f"{name} failed: {error}" for c in results["cases"]
+                for name, error in c.get("failed", {}).items()]
+    if failures:
+        lines += ["", "Variants that did not run:", *failures]
     lines += ["", "Predictions exactly at ε or 1-ε (`clip_ties`) get half the gradient from the "
               "seed's `jnp.clip` autodiff and all of it from wiou_ops (TensorFlow's rule): "
               + ", ".join(f"{'x'.join(map(str, c['shape']))} {c['pred_dtype']}: {c['clip_ties']}"
@@ -210,6 +241,9 @@ def main(argv=None):
                         help="PRED/TRUE pairs (default: " + " ".join(
                             f"{p}/{t}" for p, t in DTYPES) + ")")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--pallas", choices=("auto", "on", "off"), default="auto",
+                        help="time the Pallas (Triton) forward too: auto = on a GPU; on "
+                        "elsewhere runs it interpreted (slow: tiny sizes only)")
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="default benchmarks/results/jax-<platform>-<device kind>")
     args = parser.parse_args(argv)
@@ -235,7 +269,7 @@ def main(argv=None):
                    timespec="seconds"), "cases": []}
     results["copy_gbps"], results["read_gbps"] = _bandwidth(
         max(4 * int(np.prod(shapes[-1])), 1 << 26), args.rounds)
-    fns = _variants()
+    fns = _variants(args.pallas == "on" or (args.pallas == "auto" and platform_name == "gpu"))
     for shape in shapes:
         for pred_dtype, true_dtype in dtypes:
             start = time.perf_counter()
