@@ -4,6 +4,7 @@
 // reference written out from the formulas in wiou_math_api.h.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
@@ -308,9 +309,92 @@ void test_gradient_stores() {
   }
 }
 
+// The label masks written with the sums (wiou_math_api.h) against a scalar
+// reading of their definition; sums unchanged by writing them; the gradient
+// from the masks bit-identical to iou_gradient's, for every output dtype, on
+// groups of a ragged size, split at offsets that are not whole words, to
+// aligned and unaligned outputs; soft labels flagged per block, except where
+// the clip zeroes their gradient anyway.
+template <typename TTrue, typename TPred>
+void test_label_masks() {
+  const int64_t groups = 3, group_size = 2 * wiou::kBlock + 37, n = groups * group_size;
+  const int64_t per_group = wiou::num_blocks(group_size), blocks = groups * per_group;
+  const int64_t words = groups * wiou::mask_words(group_size);
+  std::unique_ptr<TTrue[]> y(new TTrue[n]);  // not a vector: vector<bool> has no data()
+  std::vector<TPred> p(n), g_inputs(n + 16), g_masks(n + 16);
+  std::vector<float> yf(n);
+  std::mt19937 rng(6);
+  for (int64_t i = 0; i < n; ++i) {
+    yf[i] = (rng() % 5 == 0) ? 1.0f : 0.0f;
+    y[i] = static_cast<TTrue>(yf[i]);
+    p[i] = wiou::from_float<TPred>(float(rng() % 1000) / 999.0f);
+  }
+  const float lo = float(1e-7), hi = float(1.0 - 1e-7);
+  const float planted[] = {0.0f, 1.0f, lo, hi};
+  for (int k = 0; k < 40; ++k) p[(k * 7919) % n] = wiou::from_float<TPred>(planted[k % 4]);
+  p[n - 1] = wiou::from_float<TPred>(hi);  // the ragged tail of the last group
+  const float coef[2 * groups] = {-0.25f, 0.125f, -3.5f, 0.5f, 1.75f, -0.0625f};
+  for (Weighting w : kWeightings) {
+    const Params pr(w, false, 1e-7, 0.3, 2.0);
+    std::vector<float> plain(wiou::kMaxTerms * blocks), with(wiou::kMaxTerms * blocks);
+    std::vector<uint32_t> masks(words, 0xdeadbeefu);
+    std::vector<uint8_t> soft(blocks, 0xff);
+    wiou::iou_sums_blocks(y.get(), p.data(), nullptr, group_size, pr, 0, blocks, plain.data());
+    wiou::iou_sums_blocks(y.get(), p.data(), nullptr, group_size, pr, 0, blocks, with.data(),
+                          masks.data(), soft.data());
+    check(plain == with, "writing label masks leaves the sums bit-identical");
+    int wrong = 0, flagged = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t g = i / group_size, offset = i % group_size;
+      const uint32_t word = masks[g * wiou::mask_words(group_size) + offset / wiou::kLanes];
+      const int lane = int(offset % wiou::kLanes);
+      const float x = wiou::to_float(p[i]);
+      wrong += ((word >> lane) & 1u) != uint32_t(x >= pr.lo && x <= pr.hi);
+      wrong += ((word >> (wiou::kLanes + lane)) & 1u) != uint32_t(yf[i] == 1.0f);
+    }
+    const int used = int(group_size % wiou::kLanes);  // lanes of a group's last word
+    for (int64_t g = 0; g < groups; ++g) {  // the lanes past a group's end: out of range
+      const uint32_t last = masks[(g + 1) * wiou::mask_words(group_size) - 1];
+      wrong += ((last & 0xffffu) >> used) != 0;
+    }
+    for (uint8_t f : soft) flagged += f;
+    check(wrong == 0 && flagged == 0, "label masks as defined, no soft block", wrong, 0);
+    for (int offset : {0, 3}) {
+      wiou::iou_gradient(y.get(), p.data(), nullptr, group_size, coef, pr, 0, n,
+                         g_inputs.data() + offset);
+      // Split at 5000 (not a whole word into group 0) and at the groups' ragged starts.
+      wiou::iou_gradient_from_masks(masks.data(), group_size, coef, pr, 0, 5000,
+                                    g_masks.data() + offset);
+      wiou::iou_gradient_from_masks(masks.data(), group_size, coef, pr, 5000, n,
+                                    g_masks.data() + offset);
+      check(std::memcmp(g_inputs.data() + offset, g_masks.data() + offset,
+                        n * sizeof(TPred)) == 0,
+            "gradient from label masks bit-identical to the gradient from y and p");
+    }
+  }
+  // Soft labels: flagged in their block when their gradient needs y; not when clipped.
+  std::vector<float> ys(yf), ps(n, 0.5f);
+  ys[wiou::kBlock + 5] = 0.5f;     // block 1 of group 0
+  ys[2 * group_size + 3] = 0.25f;  // block 0 of group 2...
+  ps[2 * group_size + 3] = 0.0f;   // ...but clipped: zero gradient, no y needed
+  const Params pr(Weighting::kSeed, false, 1e-7, 1.0, 1.0);
+  std::vector<float> partials(wiou::kMaxTerms * blocks);
+  std::vector<uint32_t> masks(words);
+  std::vector<uint8_t> soft(blocks);
+  wiou::iou_sums_blocks(ys.data(), ps.data(), nullptr, group_size, pr, 0, blocks,
+                        partials.data(), masks.data(), soft.data());
+  int flagged = 0;
+  for (uint8_t f : soft) flagged += f;
+  check(soft[1] == 1 && flagged == 1, "soft labels flag their block unless clipped", flagged, 1);
+}
+
 }  // namespace
 
 int main() {
+  test_label_masks<float, float>();
+  test_label_masks<uint8_t, wiou::bfloat16>();
+  test_label_masks<bool, wiou::float16>();
+  test_label_masks<int32_t, float>();
   test_gradient_stores<float>();
   test_gradient_stores<wiou::bfloat16>();
   test_gradient_stores<wiou::float16>();

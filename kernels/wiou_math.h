@@ -273,6 +273,34 @@ inline vfloat load_partial(const T* ptr, int count) {
   return load_floats(padded);
 }
 
+// The label-mask word of one vector (wiou_math_api.h): in-range lanes in the low
+// half, y = 1 lanes in the high half. Padded lanes load x = 0: out of range. Lanes
+// whose label is neither 0 nor 1 inside the range are set in `soft` (the word
+// cannot describe them; the flag sends the gradient back to y and p). In range
+// means the clip kept x (ε ≤ x ≤ 1-ε, ties included, NaN not); the clip is
+// probabilities' own, which the compiler shares with the sums.
+inline uint32_t label_mask_word(vfloat y, vfloat x, const Params& params, uint32_t& soft) {
+  vfloat p, q;
+  probabilities<false>(x, params, p, q);
+#if defined(__AVX512F__)  // compare straight into bit masks
+  const __m512 yv = reinterpret_cast<const __m512&>(y);
+  const uint32_t in_range = _mm512_cmp_ps_mask(reinterpret_cast<const __m512&>(p),
+                                               reinterpret_cast<const __m512&>(x), _CMP_EQ_OQ);
+  const uint32_t hard = _mm512_cmp_ps_mask(_mm512_mul_ps(yv, yv), yv, _CMP_EQ_OQ);
+  const uint32_t one = _mm512_cmp_ps_mask(yv, _mm512_set1_ps(1.0f), _CMP_EQ_OQ);
+#else
+  const vint in_range_lanes = p == x, hard_lanes = y * y == y, one_lanes = y == 1.0f;
+  uint32_t in_range = 0, hard = 0, one = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    in_range |= static_cast<uint32_t>(in_range_lanes[l] != 0) << l;
+    hard |= static_cast<uint32_t>(hard_lanes[l] != 0) << l;
+    one |= static_cast<uint32_t>(one_lanes[l] != 0) << l;
+  }
+#endif
+  soft |= in_range & ~hard;
+  return in_range | one << kLanes;
+}
+
 // Adds one vector's terms into acc[0..K). `valid` masks the padded lanes.
 template <Weighting W, bool kLogits, bool kWeighted>
 inline void accumulate_terms(vfloat y, vfloat x, vfloat s, vint valid, const Params& params,
@@ -299,28 +327,35 @@ inline void accumulate_terms(vfloat y, vfloat x, vfloat s, vint valid, const Par
 }
 
 // The terms' sums over elements [begin, end), with kLanes accumulators each,
-// folded pairwise 16 -> 8 -> 4 -> 2 -> 1 into out[0..K).
-template <Weighting W, bool kLogits, bool kWeighted, typename TTrue, typename TPred>
-void block_sums(const TTrue* y, const TPred* p, const float* s, int64_t begin, int64_t end,
-                const Params& params, float out[kMaxTerms]) {
+// folded pairwise 16 -> 8 -> 4 -> 2 -> 1 into out[0..K). With kMasks, also the
+// label-mask words of the block's vectors (masks[0], masks[1], ...); returns
+// whether a soft label needs y and p.
+template <Weighting W, bool kLogits, bool kWeighted, bool kMasks, typename TTrue,
+          typename TPred>
+bool block_sums(const TTrue* y, const TPred* p, const float* s, int64_t begin, int64_t end,
+                const Params& params, float out[kMaxTerms], uint32_t* masks) {
+  static_assert(!kMasks || (!kLogits && !kWeighted), "label masks need plain probabilities");
   vfloat acc[kMaxTerms] = {};
+  uint32_t soft = 0;
   const vint all = vint{} - 1;
   const vfloat one = vfloat{} + 1.0f;
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
     prefetch_inputs<kWeighted>(y, p, s, i);
-    accumulate_terms<W, kLogits, kWeighted>(load_floats(y + i), load_floats(p + i),
-                                            kWeighted ? load_floats(s + i) : one, all,
+    const vfloat yv = load_floats(y + i), xv = load_floats(p + i);
+    accumulate_terms<W, kLogits, kWeighted>(yv, xv, kWeighted ? load_floats(s + i) : one, all,
                                             params, acc);
+    if (kMasks) *masks++ = label_mask_word(yv, xv, params, soft);
   }
   if (i < end) {
     const int count = static_cast<int>(end - i);
     vint valid;
     for (int l = 0; l < kLanes; ++l) valid[l] = l < count ? -1 : 0;
-    accumulate_terms<W, kLogits, kWeighted>(load_partial(y + i, count),
-                                            load_partial(p + i, count),
+    const vfloat yv = load_partial(y + i, count), xv = load_partial(p + i, count);
+    accumulate_terms<W, kLogits, kWeighted>(yv, xv,
                                             kWeighted ? load_partial(s + i, count) : one,
                                             valid, params, acc);
+    if (kMasks) *masks = label_mask_word(yv, xv, params, soft);
   }
   for (int t = 0; t < kMaxTerms; ++t) {
     for (int width = kLanes / 2; width >= 1; width /= 2) {
@@ -328,18 +363,26 @@ void block_sums(const TTrue* y, const TPred* p, const float* s, int64_t begin, i
     }
     out[t] = acc[t][0];
   }
+  return soft != 0;
 }
 
-template <Weighting W, bool kLogits, bool kWeighted, typename TTrue, typename TPred>
+template <Weighting W, bool kLogits, bool kWeighted, bool kMasks, typename TTrue,
+          typename TPred>
 void sums_blocks_variant(const TTrue* y, const TPred* p, const float* s, int64_t group_size,
-                         const Params& params, int64_t first, int64_t last, float* partials) {
+                         const Params& params, int64_t first, int64_t last, float* partials,
+                         uint32_t* masks, uint8_t* soft_blocks) {
   const int64_t per_group = num_blocks(group_size);
   for (int64_t k = first; k < last; ++k) {
     const int64_t group = k / per_group;
-    const int64_t begin = group * group_size + (k % per_group) * kBlock;
+    const int64_t offset = (k % per_group) * kBlock;  // in the group, a multiple of kLanes
+    const int64_t begin = group * group_size + offset;
     const int64_t group_end = (group + 1) * group_size;
     const int64_t end = begin + kBlock < group_end ? begin + kBlock : group_end;
-    block_sums<W, kLogits, kWeighted>(y, p, s, begin, end, params, partials + kMaxTerms * k);
+    uint32_t* block_masks =
+        kMasks ? masks + group * mask_words(group_size) + offset / kLanes : nullptr;
+    const bool soft = block_sums<W, kLogits, kWeighted, kMasks>(
+        y, p, s, begin, end, params, partials + kMaxTerms * k, block_masks);
+    if (kMasks) soft_blocks[k] = soft ? 1 : 0;
   }
 }
 
@@ -347,25 +390,31 @@ void sums_blocks_variant(const TTrue* y, const TPred* p, const float* s, int64_t
 // choice happens once per call, never per element.
 template <typename TTrue, typename TPred>
 void iou_sums_blocks(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
-                     const Params& params, int64_t first, int64_t last, float* partials) {
-#define WIOU_SUMS_VARIANT(W, LOGITS, WEIGHTED)                                             \
-  return sums_blocks_variant<W, LOGITS, WEIGHTED>(y, p, weights, group_size, params, first, \
-                                                  last, partials)
+                     const Params& params, int64_t first, int64_t last, float* partials,
+                     uint32_t* masks, uint8_t* soft_blocks) {
+#define WIOU_SUMS_VARIANT(W, LOGITS, WEIGHTED, MASKS)                                   \
+  return sums_blocks_variant<W, LOGITS, WEIGHTED, MASKS>(y, p, weights, group_size, params, \
+                                                         first, last, partials, masks,      \
+                                                         soft_blocks)
   const bool logits = params.from_logits, weighted = weights != nullptr;
+  const bool with_masks = masks != nullptr && !logits && !weighted;
   switch (params.weighting) {
     case Weighting::kSeed:  // the seed's weights act in the reduction, never in the sums
-      if (logits) WIOU_SUMS_VARIANT(Weighting::kSeed, true, false);
-      WIOU_SUMS_VARIANT(Weighting::kSeed, false, false);
+      if (logits) WIOU_SUMS_VARIANT(Weighting::kSeed, true, false, false);
+      if (with_masks) WIOU_SUMS_VARIANT(Weighting::kSeed, false, false, true);
+      WIOU_SUMS_VARIANT(Weighting::kSeed, false, false, false);
     case Weighting::kPixel:
-      if (logits && weighted) WIOU_SUMS_VARIANT(Weighting::kPixel, true, true);
-      if (logits) WIOU_SUMS_VARIANT(Weighting::kPixel, true, false);
-      if (weighted) WIOU_SUMS_VARIANT(Weighting::kPixel, false, true);
-      WIOU_SUMS_VARIANT(Weighting::kPixel, false, false);
+      if (logits && weighted) WIOU_SUMS_VARIANT(Weighting::kPixel, true, true, false);
+      if (logits) WIOU_SUMS_VARIANT(Weighting::kPixel, true, false, false);
+      if (weighted) WIOU_SUMS_VARIANT(Weighting::kPixel, false, true, false);
+      if (with_masks) WIOU_SUMS_VARIANT(Weighting::kPixel, false, false, true);
+      WIOU_SUMS_VARIANT(Weighting::kPixel, false, false, false);
     case Weighting::kClass:
-      if (logits && weighted) WIOU_SUMS_VARIANT(Weighting::kClass, true, true);
-      if (logits) WIOU_SUMS_VARIANT(Weighting::kClass, true, false);
-      if (weighted) WIOU_SUMS_VARIANT(Weighting::kClass, false, true);
-      WIOU_SUMS_VARIANT(Weighting::kClass, false, false);
+      if (logits && weighted) WIOU_SUMS_VARIANT(Weighting::kClass, true, true, false);
+      if (logits) WIOU_SUMS_VARIANT(Weighting::kClass, true, false, false);
+      if (weighted) WIOU_SUMS_VARIANT(Weighting::kClass, false, true, false);
+      if (with_masks) WIOU_SUMS_VARIANT(Weighting::kClass, false, false, true);
+      WIOU_SUMS_VARIANT(Weighting::kClass, false, false, false);
   }
 #undef WIOU_SUMS_VARIANT
 }
@@ -452,6 +501,57 @@ void iou_gradient(const TTrue* y, const TPred* p, const float* weights, int64_t 
                                                      begin, end, grad);
   return gradient_variant<false, false>(y, p, weights, group_size, coef, params, begin, end,
                                         grad);
+}
+
+// The gradient of one element from its two mask bits.
+inline float masked_value(uint32_t word, int lane, float v0, float v1) {
+  if (((word >> lane) & 1u) == 0) return 0.0f;
+  return ((word >> (kLanes + lane)) & 1u) ? v1 : v0;
+}
+
+// Elements [offset_begin, offset_end) of one group from its mask words: 0 out of
+// range, v0 where y = 0, v1 where y = 1. Offsets count from the group's start.
+template <typename TPred>
+void gradient_from_masks_span(const uint32_t* words, float v0, float v1, int64_t offset_begin,
+                              int64_t offset_end, TPred* grad) {
+  int64_t i = offset_begin;
+  for (; i < offset_end && i % kLanes != 0; ++i) {  // up to the next whole word
+    grad[i] = from_float<TPred>(masked_value(words[i / kLanes], int(i % kLanes), v0, v1));
+  }
+  vint lane_bit;
+  for (int l = 0; l < kLanes; ++l) lane_bit[l] = 1 << l;
+  const vfloat background = vfloat{} + v0, foreground = vfloat{} + v1;
+  for (; i + kLanes <= offset_end; i += kLanes) {
+    const uint32_t word = words[i / kLanes];
+    const vint in_range = ((vint{} + static_cast<int32_t>(word & 0xffffu)) & lane_bit) != 0;
+    const vint is_one = ((vint{} + static_cast<int32_t>(word >> kLanes)) & lane_bit) != 0;
+    const vfloat g = in_range ? (is_one ? foreground : background) : vfloat{};
+    stream_floats(g, grad + i);
+  }
+  stream_fence();
+  for (; i < offset_end; ++i) {
+    grad[i] = from_float<TPred>(masked_value(words[i / kLanes], int(i % kLanes), v0, v1));
+  }
+}
+
+template <typename TPred>
+void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const float* coef,
+                             const Params& params, int64_t begin, int64_t end, TPred* grad) {
+  while (begin < end) {  // one span per group that [begin, end) touches
+    const int64_t group = begin / group_size;
+    const int64_t group_start = group * group_size;
+    const int64_t span_end = end < group_start + group_size ? end : group_start + group_size;
+    const float a = coef[2 * group], b = coef[2 * group + 1];
+    // The two values exactly as iou_gradient's vector code computes them (any
+    // prediction inside the clip range, here 1/2).
+    const vfloat half = vfloat{} + 0.5f, unused = vfloat{} + 1.0f;
+    const float v0 = gradient_terms<false, false>(vfloat{}, half, unused, a, b, params)[0];
+    const float v1 = gradient_terms<false, false>(vfloat{} + 1.0f, half, unused, a, b,
+                                                  params)[0];
+    gradient_from_masks_span(masks + group * mask_words(group_size), v0, v1,
+                             begin - group_start, span_end - group_start, grad + group_start);
+    begin = span_end;
+  }
 }
 
 }  // namespace wiou

@@ -57,11 +57,23 @@ struct Params {
 // kBlock elements. Blocks are numbered group by group.
 inline int64_t num_blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
 
+// Label masks (see iou_sums_blocks): with hard labels (0/1) and no weight map or
+// logits, two bits per element hold all the gradient needs: whether ε ≤ p ≤ 1-ε,
+// and whether y = 1. One uint32 word per kLanes elements of a group: bit l of
+// the low half for lane l in range, bit l of the high half for lane l with y = 1.
+// Each group's words start afresh (group g: words [g·mask_words, (g+1)·mask_words)).
+inline int64_t mask_words(int64_t group_size) { return (group_size + kLanes - 1) / kLanes; }
+
 // Partial sums of blocks [first, last) into partials[kMaxTerms·block ...].
 // weights: a weight map with y's shape, or nullptr for s = 1.
+// masks: nullptr, or (without weights and logits) the label masks, written in
+// the same pass; then soft_blocks[block] = 1 if the block holds a label other
+// than 0 and 1 with p inside [ε, 1-ε] (its gradient needs y and p; the masks of
+// such a block mean nothing), else 0.
 template <typename TTrue, typename TPred>
 void iou_sums_blocks(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
-                     const Params& params, int64_t first, int64_t last, float* partials);
+                     const Params& params, int64_t first, int64_t last, float* partials,
+                     uint32_t* masks = nullptr, uint8_t* soft_blocks = nullptr);
 
 // sums[g·K + t] for every group from the block partials, pairwise in a fixed order.
 void combine_partials(const float* partials, int64_t groups, int64_t blocks_per_group,
@@ -74,6 +86,13 @@ template <typename TTrue, typename TPred>
 void iou_gradient(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
                   const float* coef, const Params& params, int64_t begin, int64_t end,
                   TPred* grad);
+
+// The same gradient from label masks of blocks none of which is soft: per group
+// a choice of 0 and the two values m·(a·y + b·(1 - y)) at y = 0 and y = 1,
+// computed as iou_gradient computes them, so the results are bit-identical.
+template <typename TPred>
+void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const float* coef,
+                             const Params& params, int64_t begin, int64_t end, TPred* grad);
 
 // Benchmark instrument: sum of x[begin, end) with kLanes accumulators, the
 // fastest plain streaming read this CPU does (wiou-bench's byte floor).

@@ -27,11 +27,18 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end) {
 #define WIOU_INSTANTIATE(TTRUE, TPRED)                                                      \
   template void iou_sums_blocks<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*,     \
                                               int64_t, const Params&, int64_t, int64_t,     \
-                                              float*);                                      \
+                                              float*, uint32_t*, uint8_t*);                 \
   template void iou_gradient<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*, int64_t, \
                                            const float*, const Params&, int64_t, int64_t,   \
                                            TPRED*);
 
 WIOU_FOR_EACH_DTYPE_PAIR(WIOU_INSTANTIATE)
+
+#define WIOU_INSTANTIATE_MASKS(TPRED)                                                     \
+  template void iou_gradient_from_masks<TPRED>(const uint32_t*, int64_t, const float*,     \
+                                               const Params&, int64_t, int64_t, TPRED*);
+WIOU_INSTANTIATE_MASKS(float)
+WIOU_INSTANTIATE_MASKS(float16)
+WIOU_INSTANTIATE_MASKS(bfloat16)
 
 }  // namespace wiou

@@ -1,8 +1,13 @@
 // TensorFlow adapter for kernels/wiou_math.h: op registration and thin
 // OpKernels, one template registered per (y_pred, y_true) dtype pair.
 //
-//   WiouIouSums(y_true, y_pred, weights; attrs) -> sums float32[groups, terms]
-//   WiouIouSumsGrad(y_true, y_pred, weights, coef; attrs) -> grad (y_pred's dtype)
+//   WiouIouSums(y_true, y_pred, weights; attrs, write_masks)
+//       -> sums float32[groups, terms], label_masks uint32, masks_complete bool
+//   WiouIouSumsGrad(y_true, y_pred, weights, coef, label_masks, masks_complete; attrs)
+//       -> grad (y_pred's dtype)
+// label_masks: the 2 bits per element of wiou_math_api.h when write_masks is set
+// and there is no weight map or logits, else empty; masks_complete: every label
+// was 0 or 1 where it mattered, so the gradient can come from the masks alone.
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -53,12 +58,19 @@ REGISTER_OP("WiouIouSums")
     .Input("y_pred: Tpred")
     .Input("weights: float")
     .Output("sums: float")
+    .Output("label_masks: uint32")
+    .Output("masks_complete: bool")
     .WIOU_SUMS_ATTRS
+    .Attr("write_masks: bool = false")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       std::string weighting;
-      bool per_image;
+      bool per_image, write_masks;
       TF_RETURN_IF_ERROR(c->GetAttr("weighting", &weighting));
       TF_RETURN_IF_ERROR(c->GetAttr("per_image", &per_image));
+      TF_RETURN_IF_ERROR(c->GetAttr("write_masks", &write_masks));
+      // Masks only without a weight map (an empty input) and logits: known at run time.
+      c->set_output(1, write_masks ? c->Vector(c->UnknownDim()) : c->Vector(0));
+      c->set_output(2, c->Scalar());
       const int terms = wiou::num_terms(ParseWeighting(weighting));
       shape_inference::DimensionHandle groups = c->MakeDim(1);
       if (per_image && c->RankKnown(c->input(1)) && c->Rank(c->input(1)) > 0) {
@@ -70,20 +82,23 @@ REGISTER_OP("WiouIouSums")
       return absl::OkStatus();
     })
     .Doc("Fused IoU sums, one row per group (wiou_ops/_iou.py); weights: a map of y's "
-         "shape, or empty for none.");
+         "shape, or empty for none; label_masks: 2 bits per element for the gradient.");
 
 REGISTER_OP("WiouIouSumsGrad")
     .Input("y_true: Ttrue")
     .Input("y_pred: Tpred")
     .Input("weights: float")
     .Input("coef: float")
+    .Input("label_masks: uint32")
+    .Input("masks_complete: bool")
     .Output("grad: Tpred")
     .WIOU_SUMS_ATTRS
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(1));
       return absl::OkStatus();
     })
-    .Doc("m*(a*y + b*(1-y))*dp^ with (a, b) = coef[group]: the VJP of WiouIouSums.");
+    .Doc("m*(a*y + b*(1-y))*dp^ with (a, b) = coef[group]: the VJP of WiouIouSums, from "
+         "the label masks when masks_complete, else from y and p.");
 
 REGISTER_OP("WiouStreamRead")
     .Input("x: float")
@@ -187,7 +202,9 @@ class SumsOpBase : public OpKernel {
 template <typename TPred, typename TTrue>
 class IouSumsOp : public SumsOpBase {
  public:
-  using SumsOpBase::SumsOpBase;
+  explicit IouSumsOp(OpKernelConstruction* ctx) : SumsOpBase(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("write_masks", &write_masks_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     SumsInputs in;
@@ -196,17 +213,32 @@ class IouSumsOp : public SumsOpBase {
     const int terms = wiou::num_terms(params_.weighting);
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({groups, terms}), &out));
+    // With a weight map or logits the gradient varies per element: no masks.
+    const bool masks_apply = write_masks_ && in.weights == nullptr && !params_.from_logits;
+    Tensor* masks = nullptr;
+    Tensor* complete = nullptr;
+    const int64_t words = masks_apply ? groups * wiou::mask_words(group_size) : 0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({words}), &masks));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({}), &complete));
     const int64_t per_group = wiou::num_blocks(group_size);
     const int64_t blocks = groups * per_group;
     std::vector<float> partials(wiou::kMaxTerms * (blocks > 0 ? blocks : 1), 0.0f);
+    std::vector<uint8_t> soft_blocks(masks_apply ? blocks : 0, 0);
+    uint32_t* mask_data = masks_apply ? masks->flat<uint32>().data() : nullptr;
     const auto* y = storage<TTrue>(*in.y_true);
     const auto* p = storage<TPred>(*in.y_pred);
     ForEachBlock(ctx, blocks, [&](int64_t first, int64_t last) {
       wiou::iou_sums_blocks(y, p, in.weights, group_size, params_, first, last,
-                            partials.data());
+                            partials.data(), mask_data, soft_blocks.data());
     });
     wiou::combine_partials(partials.data(), groups, per_group, terms, out->flat<float>().data());
+    bool any_soft = false;
+    for (uint8_t soft : soft_blocks) any_soft |= soft != 0;
+    complete->scalar<bool>()() = masks_apply && !any_soft;
   }
+
+ private:
+  bool write_masks_ = false;
 };
 
 template <typename TPred, typename TTrue>
@@ -222,17 +254,35 @@ class IouSumsGradOp : public SumsOpBase {
                 errors::InvalidArgument("coef must hold 2 values per group (", in.groups,
                                         " groups), got ", coef.shape().DebugString()));
     const Tensor& y_pred = *in.y_pred;
+    const int64_t n = y_pred.NumElements();
+    const Tensor& masks = ctx->input(4);
+    const Tensor& complete = ctx->input(5);
+    OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(complete.shape()),
+                errors::InvalidArgument("masks_complete must be a scalar, got ",
+                                        complete.shape().DebugString()));
+    const bool from_masks = complete.scalar<bool>()();
+    const int64_t words = in.groups * wiou::mask_words(in.group_size);
+    OP_REQUIRES(ctx, !from_masks || (masks.NumElements() == words && in.weights == nullptr &&
+                                     !params_.from_logits),
+                errors::InvalidArgument("masks_complete is set, but the label masks (",
+                                        masks.shape().DebugString(), ") do not fit y_pred ",
+                                        y_pred.shape().DebugString(),
+                                        " or the op has a weight map or logits"));
     Tensor grad = GradientBuffer(ctx, y_pred.shape());
     if (!ctx->status().ok()) return;
-    const int64_t n = y_pred.NumElements();
     const auto* y = storage<TTrue>(*in.y_true);
     const auto* p = storage<TPred>(y_pred);
+    const uint32_t* mask_data = from_masks ? masks.flat<uint32>().data() : nullptr;
     const float* c = coef.flat<float>().data();
     auto* g = const_cast<typename Storage<TPred>::type*>(storage<TPred>(grad));
     ForEachBlock(ctx, wiou::num_blocks(n), [&](int64_t first, int64_t last) {
       const int64_t begin = first * wiou::kBlock;
       const int64_t end = last * wiou::kBlock < n ? last * wiou::kBlock : n;
-      wiou::iou_gradient(y, p, in.weights, in.group_size, c, params_, begin, end, g);
+      if (from_masks) {  // 2 bits per element instead of y and p
+        wiou::iou_gradient_from_masks(mask_data, in.group_size, c, params_, begin, end, g);
+      } else {
+        wiou::iou_gradient(y, p, in.weights, in.group_size, c, params_, begin, end, g);
+      }
     });
     ctx->set_output(0, grad);
   }

@@ -91,8 +91,8 @@ def test_xla_kernels_never_up_cast_y_pred_as_a_whole(pred_dtype, weighting):
     p = tf.cast(tf.fill(shape, 0.5), pred_dtype)
     spec = _iou.SumsSpec(weighting=weighting)
     hlos = [
-        _xla.XLA._forward.experimental_get_compiler_ir(y, p, None, spec)(stage="optimized_hlo"),
-        _xla.XLA._backward.experimental_get_compiler_ir(y, p, None, tf.ones([1, 2]), spec)(
+        _xla.XLA_SUMS.experimental_get_compiler_ir(y, p, None, spec)(stage="optimized_hlo"),
+        _xla.XLA_GRADIENT.experimental_get_compiler_ir(y, p, None, tf.ones([1, 2]), spec)(
             stage="optimized_hlo"),
     ]
     for hlo in hlos:

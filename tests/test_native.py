@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import wiou_ops
 from tests import helpers
-from wiou_ops import _native
+from wiou_ops import _iou, _native
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 needs_native = pytest.mark.skipif(
@@ -143,3 +143,135 @@ def test_stream_read_probe_sums():
     x = np.random.default_rng(0).random(100_003).astype(np.float32)
     got = float(_native.stream_read(tf.constant(x)))
     assert got == pytest.approx(float(np.sum(x, dtype=np.float64)), rel=1e-5)
+
+
+# --- The backward from label masks (2 bits per element, kernels/wiou_math_api.h). --------
+
+def _native_value_and_grad(write_masks, y_true, y_pred, spec, upstream):
+    impl = _native.make(_native._library, write_masks=write_masks)
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        sums = impl.sums(y_true, y_pred, None, spec)
+        loss = tf.reduce_sum(_iou.group_losses(sums, spec, True, tf.math.log) * upstream)
+    return loss, tape.gradient(loss, y_pred)
+
+
+@needs_native
+@pytest.mark.parametrize("labels", ["float32", "uint8", "bool", "smoothed", "one_soft"])
+@pytest.mark.parametrize("pred_dtype", helpers.PRED_DTYPES)
+@pytest.mark.parametrize("weighting,per_image", [("seed", False), ("pixel", True),
+                                                 ("class", False), ("class", True)])
+@pytest.mark.parametrize("shape", [(3, 29, 31, 1), (2, 70, 70, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_label_mask_backward_is_bit_identical(shape, weighting, per_image, pred_dtype, labels):
+    """Groups of 4,900 elements: blocks and thread spans start inside mask words."""
+    y_true, y_pred = helpers.make_inputs(shape, "random", pred_dtype)
+    if labels in ("uint8", "bool"):
+        y_true = tf.cast(y_true, labels)
+    elif labels == "smoothed":  # label smoothing 0.1: no label is 0 or 1
+        y_true = y_true * 0.9 + 0.05
+    elif labels == "one_soft":  # one soft label, inside the clip range, in the last image
+        index = [[shape[0] - 1, 3, 4, 0]]
+        y_true = tf.tensor_scatter_nd_update(y_true, index, [0.5])
+        y_pred = tf.tensor_scatter_nd_update(y_pred, index, tf.constant([0.3], pred_dtype))
+    spec = _iou.SumsSpec(weighting=weighting, per_image=per_image, weight_background=0.5,
+                         weight_foreground=1.5)
+    upstream = 1.7 * helpers.upstream_scale(pred_dtype, int(np.prod(shape)))
+    v1, g1 = _native_value_and_grad(True, y_true, y_pred, spec, upstream)
+    v2, g2 = _native_value_and_grad(False, y_true, y_pred, spec, upstream)
+    assert v1.numpy() == v2.numpy()
+    np.testing.assert_array_equal(tf.bitcast(g1, tf.uint16 if g1.dtype.size == 2 else tf.uint32),
+                                  tf.bitcast(g2, tf.uint16 if g2.dtype.size == 2 else tf.uint32))
+    _, masks, complete = _native._library.wiou_iou_sums(
+        y_true, y_pred, tf.zeros([0]), write_masks=True, **_native._attrs(spec))
+    hard = labels not in ("smoothed", "one_soft")
+    assert bool(complete) == hard
+    groups = shape[0] if per_image else 1
+    assert masks.shape == [groups * -(-int(np.prod(shape)) // groups // 16)]
+
+
+@needs_native
+def test_no_label_masks_with_a_weight_map_or_logits():
+    y_true, y_pred = helpers.make_inputs((2, 20, 20, 1), "random")
+    spec = _iou.SumsSpec(weighting="pixel")
+    _, masks, complete = _native._library.wiou_iou_sums(
+        y_true, y_pred, tf.ones_like(y_pred), write_masks=True, **_native._attrs(spec))
+    assert masks.shape == [0] and not bool(complete)
+    logit_spec = _iou.SumsSpec(from_logits=True)
+    _, masks, complete = _native._library.wiou_iou_sums(
+        y_true, y_pred, tf.zeros([0]), write_masks=True, **_native._attrs(logit_spec))
+    assert masks.shape == [0] and not bool(complete)
+
+
+@needs_native
+def test_gradient_op_rejects_masks_that_do_not_fit():
+    y_true, y_pred = helpers.make_inputs((2, 20, 20, 1), "random")
+    spec = _iou.SumsSpec()
+    coef = tf.constant([[-0.1, 0.01]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label masks"):
+        _native._library.wiou_iou_sums_grad(y_true, y_pred, tf.zeros([0]), coef,
+                                            tf.zeros([3], tf.uint32), tf.constant(True),
+                                            **_native._attrs(spec))
+
+
+@needs_native
+@pytest.mark.parametrize("implementation", ["native", "xla"])
+@pytest.mark.parametrize("weighting", ["seed", "pixel", "class"])
+def test_smoothed_labels_match_the_float64_oracle(weighting, implementation):
+    """Label smoothing (y in {0.05, 0.95}): the backward must read y and p."""
+    from tests import oracle
+
+    y_true, y_pred = helpers.make_inputs((3, 41, 43, 1), "random")
+    y_true = y_true * 0.9 + 0.05
+    loss = wiou_ops.WeightedIoULoss(0.5, 1.5, weighting=weighting,
+                                    implementation=implementation)
+    value, grad = helpers.value_and_grad(loss, y_true, y_pred, 1.3)
+    want, want_grad = oracle.iou_value_and_grad(
+        helpers.to_f64(y_true), helpers.to_f64(y_pred), weighting=weighting,
+        weight_background=0.5, weight_foreground=1.5, upstream=1.3)
+    assert helpers.rel_err(value, want) <= helpers.VALUE_RTOL
+    assert helpers.rel_err(grad, want_grad) <= helpers.GRAD_RTOL["float32"]
+
+
+@needs_native
+def test_label_masks_are_written_only_for_a_gradient(monkeypatch):
+    """A forward-only call (Keras's evaluation) does not pay for the masks; under a tape,
+    eagerly or traced in a tf.function, the forward writes them."""
+    calls = []
+    library = _native._library
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(library, name)
+
+        def wiou_iou_sums(self, *args, **kwargs):
+            calls.append(kwargs["write_masks"])
+            return library.wiou_iou_sums(*args, **kwargs)
+
+    from wiou_ops import _dispatch
+
+    monkeypatch.setitem(_dispatch._tf_implementations(), "native", _native.make(Spy()))
+    y_true, y_pred = helpers.make_inputs((2, 16, 16, 1), "random")
+    # An epsilon of its own: no graph traced by another test is reused.
+    loss = wiou_ops.WeightedIoULoss(epsilon=1.2345e-7, implementation="native")
+    loss(y_true, y_pred)
+    helpers.value_and_grad(loss, y_true, y_pred, 1.0)
+
+    @tf.function
+    def train_like(y, p):
+        return helpers.value_and_grad(loss, y, p, 1.0)
+
+    train_like(y_true, y_pred)
+    tf.function(loss)(y_true, y_pred)
+    assert calls == [False, True, True, False]
+
+    # Keras: model.fit's train step records, model.evaluate's test step does not.
+    import keras
+
+    calls.clear()
+    model = keras.Sequential([keras.Input((16, 16, 1)),
+                              keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
+    model.compile(optimizer="sgd", loss=loss)
+    model.fit(y_pred, y_true, epochs=1, batch_size=2, verbose=0)
+    model.evaluate(y_pred, y_true, batch_size=2, verbose=0)
+    assert calls == [True, False]

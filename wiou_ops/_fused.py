@@ -2,16 +2,19 @@
 
 An implementation supplies two functions (semantics in ``_iou.py``):
 
-* ``forward(y_true, y_pred, weights, spec) -> sums``: (G, K) in the
-  accumulation dtype (float32; float64 for float64 predictions), one fused
-  pass over the inputs;
-* ``backward(y_true, y_pred, weights, coef, spec) -> grad``: in y_pred's
-  dtype, ``m·(a·y + b·(1 - y))·dp̂`` with ``coef = (a, b)`` per group, one
-  elementwise pass.
+* ``forward(y_true, y_pred, weights, spec, for_gradient) -> (sums, saved)``:
+  sums (G, K) in the accumulation dtype (float32; float64 for float64
+  predictions), one fused pass over the inputs; ``saved``: a tuple of tensors
+  for the backward (the native kernel's label masks), or ``()``;
+  ``for_gradient``: whether a gradient tape records the call (else nothing
+  needs saving);
+* ``backward(y_true, y_pred, weights, coef, spec, saved) -> grad``: in
+  y_pred's dtype, ``m·(a·y + b·(1 - y))·dp̂`` with ``coef = (a, b)`` per
+  group, one elementwise pass.
 
 ``weights`` is the weight map (y's shape, float32) or None. This module wires
-them into ``tf.custom_gradient``: no autodiff through the big tensors, no
-saved intermediates; the scalar math after the sums is ordinary autodiff.
+them into ``tf.custom_gradient``: no autodiff through the big tensors; the
+scalar math after the sums is ordinary autodiff.
 """
 
 import tensorflow as tf
@@ -27,25 +30,40 @@ class FusedIoUSums:
         self._forward = forward
         self._backward = backward
 
-    def sums(self, y_true, y_pred, weights, spec):
+    def sums(self, y_true, y_pred, weights, spec, for_gradient=None):
         """The (G, K) sums of ``spec``; differentiable w.r.t. ``y_pred`` only.
 
         Labels and the weight map are data: they get no gradient.
+        ``for_gradient``: whether a backward will follow; None asks the tapes.
         """
         inputs = (y_true, y_pred) if weights is None else (y_true, y_pred, weights)
+        if for_gradient is None:
+            for_gradient = tape_records(y_pred)
 
         @tf.custom_gradient
         def fused(*tensors):
             labels, predictions = tensors[0], tensors[1]
             weight_map = tensors[2] if len(tensors) == 3 else None
-            sums = self._forward(labels, predictions, weight_map, spec)
+            sums, saved = self._forward(labels, predictions, weight_map, spec, for_gradient)
 
             def grad(d_sums):
                 projection = tf.constant(_iou.PROJECTION[spec.weighting], sums.dtype)
                 coef = tf.matmul(tf.cast(d_sums, sums.dtype), projection)
-                d_pred = self._backward(labels, predictions, weight_map, coef, spec)
+                d_pred = self._backward(labels, predictions, weight_map, coef, spec, saved)
                 return (None, d_pred) + (None,) * (len(tensors) - 2)
 
             return sums, grad
 
         return fused(*inputs)
+
+
+def tape_records(tensor):
+    """Whether a gradient tape records ops on ``tensor`` (a forward-only call, such as
+    Keras's evaluation, needs no residuals for a backward). Inside a tf.function, only
+    tapes opened inside it count. TensorFlow's own check is not public API: if it is
+    gone, assume a tape records."""
+    try:
+        from tensorflow.python.eager import record
+        return bool(record.should_record_backprop([tensor]))
+    except (ImportError, AttributeError, TypeError):
+        return True

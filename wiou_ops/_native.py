@@ -87,13 +87,26 @@ def _weight_map(weights):
     return tf.zeros([0], tf.float32) if weights is None else tf.cast(weights, tf.float32)
 
 
-def make(library):
-    def forward(y_true, y_pred, weights, spec):
-        return library.wiou_iou_sums(y_true, y_pred, _weight_map(weights), **_attrs(spec))
+def make(library, write_masks=True):
+    """The ``native`` implementation.
 
-    def backward(y_true, y_pred, weights, coef, spec):
+    With ``write_masks`` (no weight map or logits, and a gradient tape
+    recording) the forward also writes two bits per element (clip range,
+    y = 1) and a flag that every label that mattered was 0 or 1; the backward
+    then reads those instead of y and p (kernels/wiou_math_api.h). Same bits
+    either way; a soft label anywhere falls back to y and p.
+    """
+    def forward(y_true, y_pred, weights, spec, for_gradient):
+        sums, label_masks, masks_complete = library.wiou_iou_sums(
+            y_true, y_pred, _weight_map(weights), write_masks=write_masks and for_gradient,
+            **_attrs(spec))
+        return sums, (label_masks, masks_complete)
+
+    def backward(y_true, y_pred, weights, coef, spec, saved):
+        label_masks, masks_complete = saved
         return library.wiou_iou_sums_grad(y_true, y_pred, _weight_map(weights),
-                                          tf.cast(coef, tf.float32), **_attrs(spec))
+                                          tf.cast(coef, tf.float32), label_masks,
+                                          masks_complete, **_attrs(spec))
 
     return FusedIoUSums("native", forward, backward)
 

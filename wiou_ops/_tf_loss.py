@@ -7,7 +7,7 @@ and the reduction from ``losses.loss_from_sums``.
 
 import tensorflow as tf
 
-from wiou_ops import _dispatch, _iou, losses
+from wiou_ops import _dispatch, _fused, _iou, losses
 
 
 def as_inputs(y_true, y_pred, per_image=False):
@@ -80,8 +80,11 @@ def _checked(y_true, y_pred, sample_weight, options):
         return tf.identity(y_pred)
 
 
-def fused_loss(y_true, y_pred, sample_weight, mask, options):
-    """Sums from the chosen implementation, then ``losses.loss_from_sums``."""
+def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None):
+    """Sums from the chosen implementation, then ``losses.loss_from_sums``.
+
+    ``for_gradient``: whether a backward follows (None: ask the tapes, see ``_fused``).
+    """
     if options["check_inputs"]:
         y_pred = _checked(y_true, y_pred, sample_weight, options)
     impl = _dispatch.select(options["implementation"], y_true, y_pred)
@@ -90,7 +93,7 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options):
     if spec.weighting != "seed":
         weight_map, group_weight = losses.split_weights(y_true, sample_weight, mask,
                                                         spec.per_image)
-    sums = impl.sums(y_true, y_pred, weight_map, spec)
+    sums = impl.sums(y_true, y_pred, weight_map, spec, for_gradient)
     count = None
     replica = _replica_context() if options["cross_replica"] else None
     if replica is not None and not spec.per_image:
@@ -122,14 +125,16 @@ def _replica_context():
 _EAGER_GRAPHS = {}
 
 
-def _graph_for(options):
-    """One traced graph per option set (and replica count), for eager callers."""
-    key = (tuple(sorted(options.items())), tf.distribute.get_strategy().num_replicas_in_sync)
+def _graph_for(options, for_gradient):
+    """One traced graph per option set (and replica count, and whether a gradient
+    tape records the call: the graph cannot see the caller's tapes), for eager callers."""
+    key = (tuple(sorted(options.items())), tf.distribute.get_strategy().num_replicas_in_sync,
+           for_gradient)
     graph = _EAGER_GRAPHS.get(key)
     if graph is None:
 
         def loss_graph(y_true, y_pred, sample_weight, mask):
-            return fused_loss(y_true, y_pred, sample_weight, mask, options)
+            return fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient)
 
         # Exact shapes, no relaxed retracing: Keras's mask and sample-weight
         # broadcasting needs known ranks.
@@ -147,7 +152,7 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
         # implementation is chosen here, on the eager inputs, so that every
         # call (not only the first trace) is dispatched and recorded.
         chosen = _dispatch.select(options["implementation"], y_true, y_pred).name
-        graph = _graph_for(dict(options, implementation=chosen))
+        graph = _graph_for(dict(options, implementation=chosen), _fused.tape_records(y_pred))
         return graph(y_true, y_pred, sample_weight, mask)
     return fused_loss(y_true, y_pred, sample_weight, mask, options)
 

@@ -118,17 +118,28 @@ def _gradient(y_true, y_pred, weights, coef, spec):
 
 
 def _make(name, jit):
+    """(implementation, sums kernel, gradient kernel); the kernels compiled when ``jit``."""
     sum_fn = _blocked_sum if jit else _plain_sum
 
-    def forward(y_true, y_pred, weights, spec):
+    def sums(y_true, y_pred, weights, spec):
         return tf.stack([sum_fn(t) for t in _terms(y_true, y_pred, weights, spec)], axis=1)
 
-    backward = _gradient
+    gradient = _gradient
     if jit:
-        forward = tf.function(forward, jit_compile=True, reduce_retracing=True)
-        backward = tf.function(backward, jit_compile=True, reduce_retracing=True)
-    return FusedIoUSums(name, forward, backward)
+        sums = tf.function(sums, jit_compile=True, reduce_retracing=True)
+        gradient = tf.function(gradient, jit_compile=True, reduce_retracing=True)
+
+    def forward(y_true, y_pred, weights, spec, for_gradient):
+        del for_gradient  # nothing to save: the backward re-reads y and p
+        return sums(y_true, y_pred, weights, spec), ()
+
+    def backward(y_true, y_pred, weights, coef, spec, saved):
+        del saved
+        return gradient(y_true, y_pred, weights, coef, spec)
+
+    return FusedIoUSums(name, forward, backward), sums, gradient
 
 
-XLA = _make("xla", jit=True)
-GRAPH = _make("graph", jit=False)
+# The compiled kernels are named so that tests can read their optimized HLO.
+XLA, XLA_SUMS, XLA_GRADIENT = _make("xla", jit=True)
+GRAPH, _, _ = _make("graph", jit=False)
