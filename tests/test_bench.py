@@ -70,7 +70,12 @@ def test_quick_run_writes_schema_report_and_plot(tmp_path):
     assert set(options["median_ms"]) == {f"{impl}|{name}" for impl in implementations
                                          for name in variants.OPTION_SETS}
     assert options["baseline_ms"] > 0 and all(ms > 0 for ms in options["median_ms"].values())
+    [masks_row] = results["label_masks"]  # one size, one dtype pair
+    assert masks_row["pred_dtype"] == "bfloat16" and masks_row["true_dtype"] == "uint8"
+    assert set(masks_row["median_ms"]) == {"label masks", "y and p"}
+    assert all(ms > 0 for ms in masks_row["median_ms"].values())
     report_md = (tmp_path / "report.md").read_text()
+    assert "## The native gradient from label masks" in report_md
     assert "| seed tf.function |" in report_md
     assert "## What each option costs" in report_md and "| class + weight map |" in report_md
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

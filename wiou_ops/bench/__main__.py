@@ -158,7 +158,39 @@ def run(args):
                 del runs, calls
     if args.options:
         results["options"] = _time_options(tf, args.sizes[0], implementations, rounds)
+    if args.options and "native" in implementations:
+        results["label_masks"] = _time_label_masks(tf, args.sizes, args.dtypes, rounds)
     return results
+
+
+def _time_label_masks(tf, sizes, dtypes, rounds):
+    """What the native gradient from label masks buys: native as shipped against native
+    with the backward from y and p, forward+backward, interleaved, every size and dtype."""
+    from wiou_ops import _dispatch, _native
+
+    implementations = _dispatch._tf_implementations()
+    shipped = implementations["native"]
+    from_inputs = _native.make(_native._library, write_masks=False)
+    rows = []
+    for shape in sizes:
+        for pred_dtype, true_dtype in dtypes:
+            _progress(f"label masks: {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype}")
+            y_true, y_pred = variants.make_inputs(shape, pred_dtype, true_dtype)
+            calls = {}
+            for name, impl in (("label masks", shipped), ("y and p", from_inputs)):
+                fn = variants.build("wiou_ops native tf.function", "forward+backward")
+                implementations["native"] = impl  # read once, when the first call traces
+                try:
+                    fn(y_true, y_pred)
+                finally:
+                    implementations["native"] = shipped
+                calls[name] = lambda fn=fn: fn(y_true, y_pred)[0].numpy()
+            timed = {name: harness.summarize(secs) for name, secs in
+                     harness.interleaved_times(calls, rounds=rounds).items()}
+            rows.append({"shape": list(shape), "pred_dtype": pred_dtype,
+                         "true_dtype": true_dtype,
+                         "median_ms": {name: t["median_ms"] for name, t in timed.items()}})
+    return rows
 
 
 def _time_options(tf, shape, implementations, rounds):

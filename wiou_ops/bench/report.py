@@ -26,7 +26,8 @@ def markdown(results):
         "Byte floor: fewest bytes (forward: read y and p; forward+backward: read them twice and "
         "write the gradient) over the best streaming-read bandwidth measured in the same run. It "
         "prices writes like reads; where streaming writes overlap with reads, 'x floor' can dip "
-        "below 1. Peak memory: extra resident bytes of three calls in a fresh process, inputs "
+        "below 1, and `native` forward+backward with hard labels reads its 2-bit label masks "
+        "instead of y and p a second time (fewer bytes than this floor). Peak memory: extra resident bytes of three calls in a fresh process, inputs "
         "excluded (includes XLA's one-off compilation for jit variants).",
     ]
     for case in results["cases"]:
@@ -54,7 +55,27 @@ def markdown(results):
                 f"{'-' if peak is None else f'{peak / 1e6:.0f}'} | {v['rel_error']:.1e} |")
     if results.get("options"):
         lines += _options_table(results["options"])
+    if results.get("label_masks"):
+        lines += _label_masks_table(results["label_masks"])
     return "\n".join(lines) + "\n"
+
+
+def _label_masks_table(rows):
+    lines = [
+        "",
+        "## The native gradient from label masks, forward+backward",
+        "",
+        "Native as shipped (hard labels: the forward writes 2 bits per element, the backward "
+        "reads them) against native with the backward from y and p, interleaved, same run.",
+        "",
+        "| shape | y_pred/y_true | label masks ms | y and p ms | speed-up |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        masks, inputs = row["median_ms"]["label masks"], row["median_ms"]["y and p"]
+        lines.append(f"| {_shape(row)} | {row['pred_dtype']}/{row['true_dtype']} | "
+                     f"{masks:.2f} | {inputs:.2f} | {inputs / masks:.2f}x |")
+    return lines
 
 
 def _options_table(options):
