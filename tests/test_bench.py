@@ -133,7 +133,7 @@ def test_jax_backend_benchmark_and_the_prepared_gpu_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_jax_bench.py"),
                           "--sizes", "2x32x32x1", "--rounds", "2", "--dtypes", "bfloat16/uint8",
-                          "--pallas", "on", "--out", str(tmp_path / "gpu")],
+                          "--pallas", "on", "--hlo", "on", "--out", str(tmp_path / "gpu")],
                          env=dict(env, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"),
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -153,6 +153,12 @@ def test_jax_backend_benchmark_and_the_prepared_gpu_script(tmp_path):
                 assert stats["grad_rel_error"] < (1e-5 if case["pred_dtype"] == "float32"
                                                   else 8e-3)
         assert "| seed class (keras.ops), jit |" in (tmp_path / folder / "report.md").read_text()
+    # The optimized HLO of each wiou_ops variant, to see on a GPU what XLA fused.
+    hlo = {path.name: path.read_text() for path in (tmp_path / "gpu").glob("hlo-*.txt")}
+    assert set(hlo) == {"hlo-wiou-ops-jax.txt", "hlo-wiou-ops-jax-backward-from-label-codes.txt",
+                        "hlo-wiou-ops-jax-pallas-forward-label-codes.txt"}
+    assert "conditional" in hlo["hlo-wiou-ops-jax-backward-from-label-codes.txt"]
+    assert "conditional" not in hlo["hlo-wiou-ops-jax.txt"]  # this CPU: y/p backward
 
 
 def test_jax_bench_reports_a_variant_that_fails_and_times_the_others():

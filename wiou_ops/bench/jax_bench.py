@@ -222,6 +222,25 @@ def markdown(results):
     return "\n".join(lines)
 
 
+def _write_hlo(fns, shape, dtypes, out):
+    """hlo-<variant>.txt: the optimized HLO of each wiou_ops variant (not the seed's)."""
+    import re
+
+    import jax
+
+    y_true = jax.ShapeDtypeStruct(shape, dtypes[1])
+    y_pred = jax.ShapeDtypeStruct(shape, dtypes[0])
+    for name, fn in fns.items():
+        if name == SEED:
+            continue
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower().replace(", jit", "")).strip("-")
+        try:
+            text = fn.lower(y_true, y_pred).compile().as_text()
+        except Exception as error:  # noqa: BLE001 - reported in its file, the run goes on
+            text = f"compile failed: {type(error).__name__}: {error}"
+        (out / f"hlo-{slug}.txt").write_text(text)
+
+
 def device_slug():
     import re
 
@@ -244,6 +263,10 @@ def main(argv=None):
     parser.add_argument("--pallas", choices=("auto", "on", "off"), default="auto",
                         help="time the Pallas (Triton) forward too: auto = on a GPU; on "
                         "elsewhere runs it interpreted (slow: tiny sizes only)")
+    parser.add_argument("--hlo", choices=("auto", "on", "off"), default="auto",
+                        help="write the optimized HLO of each wiou_ops variant (the largest "
+                        "size, the first dtype pair) beside the report: auto = on a GPU, to "
+                        "see what XLA fused")
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="default benchmarks/results/jax-<platform>-<device kind>")
     args = parser.parse_args(argv)
@@ -279,6 +302,8 @@ def main(argv=None):
     out = args.out or pathlib.Path("benchmarks/results") / device_slug()
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    if args.hlo == "on" or (args.hlo == "auto" and platform_name == "gpu"):
+        _write_hlo(fns, shapes[-1], dtypes[0], out)
     text = markdown(results)
     (out / "report.md").write_text(text)
     print(text)
