@@ -134,3 +134,21 @@ def vjp_factor(coef, y, m):
     """``m·(a·y + b·(1 - y))`` with ``(a, b) = coef[g]``: the VJP before the ``dp̂`` factor."""
     factor = coef[:, 0:1] * y + coef[:, 1:2] * (1.0 - y)
     return factor if m is None else m * factor
+
+
+# The JAX backward's residual with hard labels (``_jax._label_codes``): one byte per
+# element that holds all the gradient needs when there is no weight map or logits.
+CODE_CLIPPED, CODE_BACKGROUND, CODE_FOREGROUND, CODE_SOFT = 0, 1, 2, 3
+
+
+def clip_passes(x, spec):
+    """dp̂/dp of the clip as a boolean: ε ≤ p ≤ 1-ε, ties included (TensorFlow's rule)."""
+    return (x >= spec.epsilon) & (x <= 1.0 - spec.epsilon)
+
+
+def label_codes(y, x, spec, where):
+    """``CODE_CLIPPED`` where the clip zeroes the gradient, else ``CODE_BACKGROUND`` for
+    y = 0, ``CODE_FOREGROUND`` for y = 1 and ``CODE_SOFT`` for any other label (whose
+    gradient needs y and p). ``where``: the backend's elementwise select."""
+    label = where(y == 0, CODE_BACKGROUND, where(y == 1, CODE_FOREGROUND, CODE_SOFT))
+    return where(clip_passes(x, spec), label, CODE_CLIPPED)

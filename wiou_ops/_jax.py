@@ -35,7 +35,6 @@ _PLAIN_SUM_PLATFORMS = ("gpu",)  # where XLA's own reduction is accurate (see _r
 # from the sums' own pass: 14 instead of 20 bytes per float32 pixel (a byte count; the
 # GPU benchmark, benchmarks/gpu_jax_bench.py, times both backwards in one run).
 _COMPACT_RESIDUAL_PLATFORMS = ("gpu", "tpu")
-_CODE_CLIPPED, _CODE_BACKGROUND, _CODE_FOREGROUND, _CODE_SOFT = 0, 1, 2, 3
 
 
 def _accumulation_dtype(pred_dtype):
@@ -127,16 +126,15 @@ def _label_codes(y_true, y_pred, spec, acc):
 
     Without logits or a weight map, ∂/∂p_i = 1[ε ≤ p_i ≤ 1-ε]·m(y_i)·(a·y_i + b·(1 - y_i))
     takes one of three values per group: 0 (clipped), the y = 0 value or the y = 1 value.
-    The forward pass writes the code (``_CODE_*``) next to its sums, so that the backward
-    reads 1 byte per pixel instead of y and p (f32: 14 bytes per pixel for forward+backward
-    instead of 20; bf16 with uint8 labels: 7 instead of 8). A soft label inside the clip
-    range gets ``_CODE_SOFT``; one of them sends the backward down the general path.
+    The forward pass writes the code (``_iou.label_codes``) next to its sums, so that the
+    backward reads 1 byte per pixel instead of y and p (f32: 14 bytes per pixel for
+    forward+backward instead of 20; bf16 with uint8 labels: 7 instead of 8). A soft label
+    inside the clip range gets ``CODE_SOFT``; one of them sends the backward down the
+    general path.
     """
-    y = _as_groups(y_true, spec, acc)
-    in_range = _clip_passes(_as_groups(y_pred, spec, acc), spec)
-    label = jnp.where(y == 0, _CODE_BACKGROUND, jnp.where(y == 1, _CODE_FOREGROUND, _CODE_SOFT))
-    codes = jnp.where(in_range, label, _CODE_CLIPPED).astype(jnp.uint8)
-    return codes, jnp.any(codes == _CODE_SOFT)
+    codes = _iou.label_codes(_as_groups(y_true, spec, acc), _as_groups(y_pred, spec, acc),
+                             spec, jnp.where).astype(jnp.uint8)
+    return codes, jnp.any(codes == _iou.CODE_SOFT)
 
 
 def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name):
@@ -184,21 +182,15 @@ def _general_gradient(y_true, y_pred, weights, coef, spec, acc):
     grad = _iou.vjp_factor(coef, y, _grouped_weight(y, weights, spec, acc))
     if spec.from_logits:
         return grad * (jax.nn.sigmoid(x) * jax.nn.sigmoid(-x))
-    return jnp.where(_clip_passes(x, spec), grad, 0.0)
-
-
-def _clip_passes(x, spec):
-    """dp̂/dp of the clip: 1 where ε ≤ p ≤ 1-ε, ties included (TensorFlow's rule)."""
-    acc = x.dtype.type
-    return (x >= acc(spec.epsilon)) & (x <= acc(1.0 - spec.epsilon))
+    return jnp.where(_iou.clip_passes(x, spec), grad, 0.0)
 
 
 def _code_gradient(codes, coef, spec, acc):
     """The same gradient from the label codes: a lookup of two values per group."""
     labels = jnp.asarray([[0.0, 1.0]], acc)  # y = 0 and y = 1
     factor = _iou.vjp_factor(coef, labels, _iou.element_weight(labels, None, spec))
-    return jnp.where(codes == _CODE_FOREGROUND, factor[:, 1:2],
-                     jnp.where(codes == _CODE_BACKGROUND, factor[:, 0:1], acc(0.0)))
+    return jnp.where(codes == _iou.CODE_FOREGROUND, factor[:, 1:2],
+                     jnp.where(codes == _iou.CODE_BACKGROUND, factor[:, 0:1], acc(0.0)))
 
 
 iou_sums.defvjp(_iou_sums_fwd, _iou_sums_bwd)

@@ -11,7 +11,7 @@ Per block b of group g (``_iou.terms``, codes as in ``_jax._label_codes``)::
 
     partial[k][g, b] = Σ_{i in b} term_k(y_i, p̂_i)      k < K
     partial[K][g, b] = #{i in b: code_i = soft}
-    codes[g, i]      = 0 clipped, 1 y = 0, 2 y = 1, 3 soft
+    codes[g, i]      = _iou.label_codes(y_i, p_i)   (clipped, y = 0, y = 1, soft)
 
 For hard labels without weight map or logits only (where the codes apply).
 ``interpret=True`` runs the same kernel on any backend (the tests, on CPU).
@@ -29,9 +29,6 @@ NUM_WARPS = 8
 FORWARD_PLATFORMS = ()  # where _jax uses this forward; empty until measured on a GPU
 _LABEL_DTYPES = ("float32", "float16", "bfloat16", "uint8", "int8", "int32")
 _PRED_DTYPES = ("float32", "float16", "bfloat16")
-
-# Label codes: the same values as _jax (its tests compare them).
-CLIPPED, BACKGROUND, FOREGROUND, SOFT = 0, 1, 2, 3
 
 
 def supports(y_true, y_pred, spec, weights):
@@ -59,11 +56,9 @@ def sums_and_codes(y, x, spec, *, interpret=None):
         x_blk = _load(x_ref, valid, interpret).astype(jnp.float32)
         p = jnp.minimum(jnp.maximum(x_blk, eps), 1.0 - eps)
         terms = _iou.terms(y_blk, p, 1.0 - p, _iou.element_weight(y_blk, None, spec), spec)
-        in_range = (x_blk >= eps) & (x_blk <= 1.0 - eps)
-        label = jnp.where(y_blk == 0.0, BACKGROUND, jnp.where(y_blk == 1.0, FOREGROUND, SOFT))
-        codes = jnp.where(in_range, label, CLIPPED)
+        codes = _iou.label_codes(y_blk, x_blk, spec, jnp.where)
         _store(codes_ref, codes.astype(jnp.uint8), valid, interpret)
-        soft = (codes == SOFT).astype(jnp.float32)
+        soft = (codes == _iou.CODE_SOFT).astype(jnp.float32)
         for ref, value in zip(partial_refs, [*terms, soft]):
             ref[...] = jnp.sum(jnp.where(valid, value, 0.0))
 
