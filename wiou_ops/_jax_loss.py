@@ -7,7 +7,7 @@ JAX (``jnp.clip`` autodiff) gives ties half the gradient.
 import jax
 import jax.numpy as jnp
 
-from wiou_ops import _dispatch, _iou, _jax, losses
+from wiou_ops import _dispatch, _jax, losses
 
 
 def as_inputs(y_true, y_pred, per_image=False):
@@ -41,11 +41,7 @@ def compute(y_true, y_pred, sample_weight, mask, options):
     # the step over the global batch as one sharded array, so the sums are already the
     # global batch's (XLA's partitioner adds the all-reduce). tests/test_keras_jax.py
     # checks it on 8 devices. Plain JAX under shard_map/pmap: wiou_ops.jax, axis_name.
-    spec = _iou.SumsSpec.from_options(options)
-    weight_map, group_weight = None, None
-    if spec.weighting != "seed":
-        weight_map, group_weight = losses.split_weights(y_true, sample_weight, mask,
-                                                        spec.per_image)
+    spec, weight_map, group_weight = losses.sums_plan(y_true, sample_weight, mask, options)
     sums = _jax.iou_sums(y_true, y_pred, weight_map, spec, None)
     return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
                                  options)

@@ -7,7 +7,7 @@ and the reduction from ``losses.loss_from_sums``.
 
 import tensorflow as tf
 
-from wiou_ops import _dispatch, _fused, _iou, losses
+from wiou_ops import _dispatch, _fused, losses
 
 
 def as_inputs(y_true, y_pred, per_image=False):
@@ -88,11 +88,7 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None):
     if options["check_inputs"]:
         y_pred = _checked(y_true, y_pred, sample_weight, options)
     impl = _dispatch.select(options["implementation"], y_true, y_pred)
-    spec = _iou.SumsSpec.from_options(options)
-    weight_map, group_weight = None, None
-    if spec.weighting != "seed":
-        weight_map, group_weight = losses.split_weights(y_true, sample_weight, mask,
-                                                        spec.per_image)
+    spec, weight_map, group_weight = losses.sums_plan(y_true, sample_weight, mask, options)
     sums = impl.sums(y_true, y_pred, weight_map, spec, for_gradient)
     count = None
     replica = _replica_context() if options["cross_replica"] else None

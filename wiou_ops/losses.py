@@ -97,6 +97,18 @@ def validate_options(
     return options
 
 
+def sums_plan(y_true, sample_weight, mask, options):
+    """``(SumsSpec, weight map or None, per-group loss weight or None)`` for the fused sums.
+
+    Seed weighting keeps Keras's own reduction of sample weights and masks (no map in
+    the sums); pixel and class weighting split them with ``split_weights``.
+    """
+    spec = _iou.SumsSpec.from_options(options)
+    if spec.weighting == "seed":
+        return spec, None, None
+    return (spec, *split_weights(y_true, sample_weight, mask, spec.per_image))
+
+
 def split_weights(y_true, sample_weight, mask, per_image):
     """Pixel/class weighting: ``(weight map for the sums or None, loss weight per group or None)``.
 
