@@ -305,12 +305,21 @@ def test_loss_with_the_pallas_forward_matches_the_default(monkeypatch):
 @pytest.mark.parametrize("weighting", ["seed", "class"])
 def test_pallas_forward_lowers_to_triton_for_cuda(weighting):
     """The kernel passes Pallas's Triton lowering (block shapes, primitives) here, without a
-    GPU; compiling the Triton IR to PTX happens on the GPU (benchmarks/gpu_jax_bench.py)."""
+    GPU, for the GPU that the benchmark machines have (an H100: compute capability 9.0);
+    compiling the Triton IR to PTX happens on the GPU (benchmarks/gpu_jax_bench.py).
+
+    JAX 0.11 asks the target GPU of the abstract mesh (it no longer lowers Triton for a
+    CPU default device); JAX 0.10 takes the same mesh."""
     from wiou_ops import _pallas
 
     spec = _jax._iou.SumsSpec(weighting=weighting)
     y = jax.ShapeDtypeStruct((4, 512 * 512), jnp.uint8)
     p = jax.ShapeDtypeStruct((4, 512 * 512), jnp.bfloat16)
-    lowered = jax.jit(lambda y, p: _pallas.sums_and_codes(y, p, spec, interpret=False)).trace(
-        y, p).lower(lowering_platforms=("cuda",))
+    h100 = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=132,
+                                       platform="gpu")
+    target = jax.sharding.AbstractMesh((1,), ("batch",), (jax.sharding.AxisType.Explicit,),
+                                       abstract_device=h100)
+    with jax.sharding.use_abstract_mesh(target):
+        lowered = jax.jit(lambda y, p: _pallas.sums_and_codes(y, p, spec, interpret=False)
+                          ).trace(y, p).lower(lowering_platforms=("cuda",))
     assert "__gpu$xla.gpu.triton" in lowered.as_text()

@@ -1,13 +1,13 @@
 """A Pallas (Triton) forward for NVIDIA GPUs: the sums and the label codes in one pass.
 
-``_jax`` computes the sums and the 1-byte label codes (``_jax._label_codes``) as
+``_jax`` computes the sums and the 1-byte label codes (``_iou.label_codes``) as
 separate XLA expressions and relies on XLA's multi-output fusion to read y and p
 once for both. This kernel does it by construction: each program reads one
 block of y and p, writes the block's codes and one partial sum per term (and the
 count of soft labels); XLA adds the partial sums (a few per 4096 pixels). The
 backward from the codes is a plain XLA elementwise pass, already minimal.
 
-Per block b of group g (``_iou.terms``, codes as in ``_jax._label_codes``)::
+Per block b of group g (``_iou.terms``, codes as in ``_iou.label_codes``)::
 
     partial[k][g, b] = Σ_{i in b} term_k(y_i, p̂_i)      k < K
     partial[K][g, b] = #{i in b: code_i = soft}
@@ -16,6 +16,8 @@ Per block b of group g (``_iou.terms``, codes as in ``_jax._label_codes``)::
 For hard labels without weight map or logits only (where the codes apply).
 ``interpret=True`` runs the same kernel on any backend (the tests, on CPU).
 Not the default anywhere until a GPU run shows it wins (``FORWARD_PLATFORMS``).
+JAX 0.11 deprecates Pallas's Triton backend for Mosaic GPU (it still lowers and
+runs there): a kernel kept after a GPU run should move to Mosaic GPU.
 """
 
 import jax
