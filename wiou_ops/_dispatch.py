@@ -2,8 +2,9 @@
 
 By Keras backend: TensorFlow -> ``_tf_loss`` with one of the TensorFlow
 implementations below; JAX -> ``_jax_loss`` (``wiou_ops/_jax.py``); any other
-backend -> a clear error. Nothing here imports TensorFlow unless the backend
-is TensorFlow, so a JAX-only machine can use the package.
+backend (PyTorch, NumPy) -> ``_ops_loss``, the same sums in ``keras.ops`` with
+the backend's autodiff ("ops"). Nothing here imports TensorFlow unless the
+backend is TensorFlow, so a JAX-only or PyTorch-only machine can use the package.
 
 TensorFlow, ``implementation="auto"`` (DESIGN.md, "Dispatch"):
 
@@ -48,9 +49,10 @@ if keras.backend.backend() == "tensorflow":
 
 def available_implementations():
     """Names usable in this process for the current Keras backend, e.g. ['native', 'xla', 'graph']."""
-    if keras.backend.backend() == "jax":
-        return ["jax"]
-    return list(_tf_implementations())
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return list(_tf_implementations())
+    return ["jax"] if backend == "jax" else ["ops"]
 
 
 def last_implementation():
@@ -69,8 +71,9 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
         from wiou_ops import _jax_loss
 
         return _jax_loss.compute(y_true, y_pred, sample_weight, mask, options)
-    raise NotImplementedError(
-        f"wiou_ops supports the TensorFlow and JAX Keras backends, not {backend!r}.")
+    from wiou_ops import _ops_loss
+
+    return _ops_loss.compute(y_true, y_pred, sample_weight, mask, options)
 
 
 def in_xla_context():
@@ -155,3 +158,14 @@ def select_jax(implementation):
         )
     _last = "jax"
     return "jax"
+
+
+def select_ops(implementation):
+    """Other Keras backends (PyTorch, NumPy): only ``keras.ops`` ("auto")."""
+    global _last
+    if implementation != "auto":
+        raise ValueError(
+            f"implementation={implementation!r} is not available on the "
+            f"{keras.backend.backend()!r} Keras backend: use 'auto' (keras.ops).")
+    _last = "ops"
+    return "ops"

@@ -29,6 +29,9 @@ PRED_DTYPES = ("float32", "float16", "bfloat16")
 TRUE_DTYPES = ("float32", "float16", "bfloat16", "uint8", "bool")
 
 
+BACKENDS = ["tensorflow", "jax", "torch"]
+
+
 def _parse_size(text):
     try:
         dims = tuple(int(d) for d in text.lower().split("x"))
@@ -220,37 +223,44 @@ def _time_options(tf, shape, implementations, rounds):
             "median_ms": {name: stats["median_ms"] for name, stats in timed.items()}}
 
 
-def _run_jax_backend(rest):
-    """``--backend jax``: the JAX protocol (wiou_ops.bench.jax_bench), in a process whose
-    Keras runs on JAX (Keras picks its backend once, at import)."""
+def _run_in_backend(backend, rest):
+    """``--backend jax|torch``: that backend's protocol (wiou_ops.bench.jax_bench or
+    torch_bench), in a process whose Keras runs on it (Keras picks its backend once, at
+    import)."""
+    import importlib
+    import importlib.util
     import subprocess
 
     import keras
 
-    from wiou_ops.bench import jax_bench
-
-    if keras.backend.backend() == "jax":
-        jax_bench.main(rest)
+    if importlib.util.find_spec(backend) is None:  # Keras itself fails to import without it
+        raise SystemExit(f"wiou-bench --backend {backend} needs {backend} installed "
+                         f"(pip install {backend}).")
+    module = f"wiou_ops.bench.{backend}_bench"
+    if keras.backend.backend() == backend:
+        importlib.import_module(module).main(rest)
         return
-    command = [sys.executable, "-m", "wiou_ops.bench.jax_bench", *rest]
-    returncode = subprocess.call(command, env=dict(os.environ, KERAS_BACKEND="jax"))
+    command = [sys.executable, "-m", module, *rest]
+    returncode = subprocess.call(command, env=dict(os.environ, KERAS_BACKEND=backend))
     if returncode:
         raise SystemExit(returncode)
 
 
 def main(argv=None):
     backend = argparse.ArgumentParser(add_help=False)
-    backend.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow")
+    backend.add_argument("--backend", choices=BACKENDS, default="tensorflow")
     chosen, rest = backend.parse_known_args(argv)
-    if chosen.backend == "jax":
-        _run_jax_backend(rest)
+    if chosen.backend != "tensorflow":
+        _run_in_backend(chosen.backend, rest)
         return
     parser = argparse.ArgumentParser(prog="wiou-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+    parser.add_argument("--backend", choices=BACKENDS, default="tensorflow",
                         help="jax: the same protocol on any JAX device, seed class (keras.ops) "
                              "vs wiou_ops.jax (python -m wiou_ops.bench.jax_bench --help); "
-                             "without TensorFlow installed, also set KERAS_BACKEND=jax")
+                             "without TensorFlow installed, also set KERAS_BACKEND=jax. "
+                             "torch: seed class vs wiou_ops on Keras's PyTorch backend, CPU "
+                             "(python -m wiou_ops.bench.torch_bench --help)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--sizes", nargs="+", type=_parse_size, default=None,
                         help="shapes like 16x512x512x1 (default per device)")

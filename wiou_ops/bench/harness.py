@@ -77,3 +77,22 @@ def seed_loss_float64(y_true, y_pred, weight_background, weight_foreground, epsi
     n = max(y_all.size, 1)
     mean_weight = (weight_background * (y_all.size - sum_y) + weight_foreground * sum_y) / n
     return -np.log((inter + lo) / (union + lo)) * mean_weight, (inter, union, mean_weight)
+
+
+def seed_grad_error(y_true, y_pred, grad, sums, epsilon=1e-7, chunks=64):
+    """max |grad - float64 gradient| / max |float64 gradient| of the seed loss (mean
+    reduction; ``sums`` from ``seed_loss_float64``), in chunks (no float64 copy).
+
+    The float64 gradient follows TensorFlow's clip rule: ties at ε and 1-ε pass.
+    """
+    inter, union, mean_weight = sums
+    lo, hi = float(np.float32(epsilon)), float(np.float32(1.0 - epsilon))
+    worst = scale = 0.0
+    parts = (np.array_split(np.asarray(a, np.float32).reshape(-1), chunks)
+             for a in (y_true, y_pred, grad))
+    for y, p, g in zip(*parts):
+        y, p = y.astype(np.float64), p.astype(np.float64)
+        want = mean_weight * ((1 - y) / (union + lo) - y / (inter + lo)) * ((p >= lo) & (p <= hi))
+        worst = max(worst, float(np.max(np.abs(g - want))))
+        scale = max(scale, float(np.max(np.abs(want))))
+    return worst / scale if scale else worst

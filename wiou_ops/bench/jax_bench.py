@@ -122,23 +122,6 @@ def _bandwidth(nbytes, rounds):
     return 2 * nbytes / copy_s / 1e9, nbytes / read_s / 1e9
 
 
-def _grad_error(y_true, y_pred, grad, sums, chunks=64):
-    """max |grad - float64 gradient| / max |float64 gradient|, in chunks (no float64 copy)."""
-    import numpy as np
-
-    inter, union, mean_weight = sums
-    lo, hi = float(np.float32(EPS)), float(np.float32(1 - EPS))
-    worst = scale = 0.0
-    parts = (np.array_split(np.asarray(a, np.float32).reshape(-1), chunks)
-             for a in (y_true, y_pred, grad))
-    for y, p, g in zip(*parts):
-        y, p = y.astype(np.float64), p.astype(np.float64)
-        want = mean_weight * ((1 - y) / (union + lo) - y / (inter + lo)) * ((p >= lo) & (p <= hi))
-        worst = max(worst, float(np.max(np.abs(g - want))))
-        scale = max(scale, float(np.max(np.abs(want))))
-    return worst / scale if scale else worst
-
-
 def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
     import jax
     import jax.numpy as jnp
@@ -176,8 +159,8 @@ def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
         stats["samples_s"] = secs
         value, grad = fns[name](y_true, y_pred)
         stats["rel_error"] = abs(float(value) - want) / abs(want)
-        stats["grad_rel_error"] = _grad_error(y_np, p_np, np.asarray(grad.astype(jnp.float32)),
-                                              sums)
+        stats["grad_rel_error"] = harness.seed_grad_error(
+            y_np, p_np, np.asarray(grad.astype(jnp.float32)), sums, EPS)
         case["variants"][name] = stats
     return case
 

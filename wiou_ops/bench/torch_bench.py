@@ -1,0 +1,165 @@
+"""``wiou-bench --backend torch``: the seed class against wiou_ops on Keras's PyTorch backend.
+
+There wiou_ops has no fused kernel: ``WeightedIoULoss`` runs the same sums in
+``keras.ops`` (``wiou_ops/_ops_loss.py``) with PyTorch's autograd, as the seed
+class does. What it saves is work: no per-pixel weight map and log map (the
+seed weighting's reduction comes from the sums). Both run as Keras's
+``Loss.__call__`` runs them in ``model.fit`` (eager PyTorch, autograd),
+forward+backward, float32/bfloat16 y_pred x float32/uint8 y_true. Protocol as
+for TensorFlow (DESIGN.md): warm-up, every variant once per round in a seeded
+order, median/p20/p80, speed-ups against the seed in the same run, streaming
+read bandwidth of the same device in the same run and the byte floor (read y
+and p twice, write the gradient), loss and gradient error against float64.
+
+Needs ``KERAS_BACKEND=torch`` before Keras is imported (``wiou-bench --backend
+torch`` starts this module in such a process) and PyTorch installed (not a
+dependency of wiou_ops).
+
+    python -m wiou_ops.bench.torch_bench --out DIR [--sizes 16x512x512x1 ...] [--rounds 20]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+DEFAULT_SIZES = ["16x512x512x1", "64x512x512x1"]
+DTYPES = [("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
+          ("bfloat16", "uint8")]
+EPS, WB, WF = 1e-7, 0.5, 1.5
+SEED = "seed class (keras.ops), autograd"
+OURS = "wiou_ops WeightedIoULoss (keras.ops), autograd"
+
+
+def _read_bandwidth(nbytes, rounds):
+    import torch
+
+    from wiou_ops.bench import harness
+
+    x = torch.ones(nbytes // 4, dtype=torch.float32)
+    times = harness.interleaved_times({"read": lambda: x.sum().item()}, rounds=rounds)
+    return nbytes / (harness.summarize(times["read"])["median_ms"] / 1e3) / 1e9
+
+
+def run_case(shape, pred_dtype, true_dtype, rounds, seed=0):
+    import numpy as np
+    import torch
+
+    import wiou_ops
+    from wiou_ops.bench import harness
+
+    generator = torch.Generator().manual_seed(seed)
+    y_true = (torch.rand(shape, generator=generator) < 0.05).to(getattr(torch, true_dtype))
+    y_pred = torch.rand(shape, generator=generator).to(getattr(torch, pred_dtype))
+    losses = {SEED: wiou_ops.SeedWeightedIoULoss(WB, WF, EPS),
+              OURS: wiou_ops.WeightedIoULoss(WB, WF, EPS)}
+
+    def step(loss):
+        prediction = y_pred.detach().requires_grad_()
+        value = loss(y_true, prediction)
+        value.backward()
+        return value.detach(), prediction.grad
+
+    calls = {name: (lambda loss=loss: step(loss)) for name, loss in losses.items()}
+    samples = harness.interleaved_times(calls, rounds=rounds)
+    y_np = y_true.float().numpy()
+    p_np = y_pred.float().numpy()
+    want, sums = harness.seed_loss_float64(y_np, p_np, WB, WF, EPS, chunks=64)
+    n = int(np.prod(shape))
+    case = {"shape": list(shape), "pred_dtype": pred_dtype, "true_dtype": true_dtype,
+            "bytes": harness.forward_backward_bytes(n, y_pred.element_size(),
+                                                    y_true.element_size()),
+            "variants": {}}
+    for name, secs in samples.items():
+        stats = harness.summarize(secs)
+        stats["samples_s"] = secs
+        value, grad = step(losses[name])
+        stats["rel_error"] = abs(float(value) - want) / abs(want)
+        stats["grad_rel_error"] = harness.seed_grad_error(y_np, p_np, grad.float().numpy(),
+                                                          sums, EPS)
+        stats["grad_dtype"] = str(grad.dtype).replace("torch.", "")
+        case["variants"][name] = stats
+    return case
+
+
+def markdown(results):
+    lines = [f"# wiou-bench --backend torch: seed class vs wiou_ops on {results['device']}", "",
+             f"PyTorch {results['torch']} ({results['threads']} threads), Keras "
+             f"{results['keras']}, Python {results['python']}, {results['timestamp']}. "
+             "Forward+backward as Keras's `Loss.__call__` runs them (eager, autograd), median "
+             f"of {results['rounds']} interleaved rounds after warm-up; streaming read "
+             f"{results['read_gbps']:.1f} GB/s measured in this run; byte floor = fewest bytes "
+             "(read y and p twice, write the gradient) over it. No fused kernel on this "
+             "backend: both run keras.ops; wiou_ops does less work (no per-pixel weight and "
+             "log maps).", "",
+             "| shape | y_pred/y_true | variant | median ms | p20 | p80 | vs seed | x byte floor "
+             "| loss rel. error | grad error vs float64 | grad dtype |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for case in results["cases"]:
+        floor_ms = case["bytes"] / results["read_gbps"] / 1e6
+        base = case["variants"][SEED]["median_ms"]
+        for name, v in case["variants"].items():
+            lines.append(
+                f"| {'x'.join(map(str, case['shape']))} | {case['pred_dtype']}/"
+                f"{case['true_dtype']} | {name} | {v['median_ms']:.2f} | {v['p20_ms']:.2f} | "
+                f"{v['p80_ms']:.2f} | {base / v['median_ms']:.2f}x | "
+                f"{v['median_ms'] / floor_ms:.2f} | {v['rel_error']:.1e} | "
+                f"{v['grad_rel_error']:.1e} | {v['grad_dtype']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="wiou-bench --backend torch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES,
+                        help="shapes like 16x512x512x1")
+    parser.add_argument("--dtypes", nargs="+", default=None,
+                        help="PRED/TRUE pairs (default: " + " ".join(
+                            f"{p}/{t}" for p, t in DTYPES) + ")")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="default benchmarks/results/torch-cpu-<machine>")
+    args = parser.parse_args(argv)
+    if os.environ.get("KERAS_BACKEND") != "torch":
+        raise SystemExit("wiou_ops.bench.torch_bench needs KERAS_BACKEND=torch "
+                         "(wiou-bench --backend torch sets it).")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    import keras
+    import torch
+    import numpy as np
+
+    from wiou_ops.bench.__main__ import _cpu_name, machine_slug
+
+    dtypes = DTYPES if args.dtypes is None else [tuple(d.split("/")) for d in args.dtypes]
+    shapes = [tuple(int(d) for d in s.lower().split("x")) for s in args.sizes]
+    results = {"backend": "torch", "device": f"CPU ({_cpu_name()}, {os.cpu_count()} cores)",
+               "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "keras": keras.__version__, "python": platform.python_version(),
+               "rounds": args.rounds, "cases": [],
+               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                   timespec="seconds")}
+    results["read_gbps"] = _read_bandwidth(max(4 * int(np.prod(shapes[-1])), 1 << 26),
+                                           args.rounds)
+    for shape in shapes:
+        for pred_dtype, true_dtype in dtypes:
+            start = time.perf_counter()
+            results["cases"].append(run_case(shape, pred_dtype, true_dtype, args.rounds))
+            print(f"[wiou-bench torch] {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} "
+                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    out = args.out or pathlib.Path("benchmarks/results") / f"torch-{machine_slug('cpu')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    text = markdown(results)
+    (out / "report.md").write_text(text)
+    print(text)
+    print(f"[wiou-bench torch] wrote {out / 'results.json'} and {out / 'report.md'}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
