@@ -54,33 +54,19 @@ out["oracle_errors"] = oracle_errors
 out["last"] = wiou_ops.last_implementation()
 out["tf_imported"] = "tensorflow" in sys.modules  # (Keras's fit may import it for data)
 
-def model():
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
-    return keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
-
-keras.utils.set_random_seed(1)
-init = model().get_weights()
+from tests import keras_fit
+init = keras_fit.initial_weights()
 x = rng.normal(size=(40, 16, 16, 3)).astype("float32")
 t = (rng.random((40, 16, 16, 1)) < 0.05).astype("float32")
-trained = []
-for loss in [wiou_ops.SeedWeightedIoULoss(0.5, 1.5), wiou_ops.WeightedIoULoss(0.5, 1.5)]:
-    m = model()
-    m.set_weights(init)
-    m.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
-    m.fit(x, t, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    trained.append(m.get_weights())
-out["fit_max_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(*trained))
-out["fit_moved"] = max(float(np.max(np.abs(a - b))) for a, b in zip(trained[0], init))
+trained = [keras_fit.fit(loss, init, x, t)[1]
+           for loss in [wiou_ops.SeedWeightedIoULoss(0.5, 1.5), wiou_ops.WeightedIoULoss(0.5, 1.5)]]
+out["fit_max_diff"] = keras_fit.max_abs_diff(*trained)
+out["fit_moved"] = keras_fit.max_abs_diff(trained[0], init)
 # The GPU/TPU backward from label codes, forced on here: model.fit must give the same bits.
 from wiou_ops import _jax
 _jax._COMPACT_RESIDUAL_PLATFORMS = (jax.default_backend(),)
-m = model()
-m.set_weights(init)
-m.compile(optimizer=keras.optimizers.SGD(1.0), loss=wiou_ops.WeightedIoULoss(0.5, 1.5))
-m.fit(x, t, batch_size=8, epochs=1, shuffle=False, verbose=0)
-out["codes_fit_max_diff"] = max(float(np.max(np.abs(a - b)))
-                                for a, b in zip(m.get_weights(), trained[1]))
+codes = keras_fit.fit(wiou_ops.WeightedIoULoss(0.5, 1.5), init, x, t)[1]
+out["codes_fit_max_diff"] = keras_fit.max_abs_diff(codes, trained[1])
 print(json.dumps(out))
 """
 
@@ -162,22 +148,13 @@ x = rng.normal(size=(32, 16, 16, 3)).astype("float32")
 # Foreground unevenly spread over the batch: per-device IoUs would differ from the global one.
 y = (x[..., :1] + np.linspace(-0.8, 0.8, 32)[:, None, None, None] > 1.2).astype("float32")
 
-def model():
-    inputs = keras.Input((16, 16, 3))
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
-    return keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
-
-keras.utils.set_random_seed(1)
-init = model().get_weights()
+from tests import keras_fit
+init = keras_fit.initial_weights()
 
 def train(loss, distribution):
     keras.distribution.set_distribution(distribution)
     try:
-        m = model()
-        m.set_weights(init)
-        m.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
-        history = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-        return history.history["loss"], m.get_weights()
+        return keras_fit.fit(loss, init, x, y, learning_rate=0.5, batch_size=16, epochs=2)
     finally:
         keras.distribution.set_distribution(None)
 
@@ -191,8 +168,7 @@ for name, opts in {"seed": {}, "pixel": dict(weighting="pixel", weight_foregroun
         loss, w = train(wiou_ops.WeightedIoULoss(**opts, cross_replica=flag), dp)
         out[f"{name}|{flag}"] = [
             max(abs(a - b) / abs(a) for a, b in zip(ref_loss, loss)),
-            max(float(np.max(np.abs(a - b))) for a, b in zip(ref_w, w)),
-            max(float(np.max(np.abs(a - b))) for a, b in zip(ref_w, init))]
+            keras_fit.max_abs_diff(ref_w, w), keras_fit.max_abs_diff(ref_w, init)]
 print(json.dumps(out))
 """
 

@@ -198,24 +198,14 @@ out["last"] = wiou_ops.last_implementation()
 out["tf_imported"] = out["tf_imported"] or "tensorflow" in sys.modules  # (fit may: data)
 
 if BACKEND == "torch":  # model.fit with the seed class and with wiou_ops, same start
-    def model():
-        inputs = keras.Input((16, 16, 3))
-        x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
-        return keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
-
-    keras.utils.set_random_seed(1)
-    init = model().get_weights()
+    from tests import keras_fit
+    init = keras_fit.initial_weights()
     x = rng.normal(size=(40, 16, 16, 3)).astype("float32")
     t = (rng.random((40, 16, 16, 1)) < 0.05).astype("float32")
-    trained = []
-    for loss in [wiou_ops.SeedWeightedIoULoss(0.5, 1.5), wiou_ops.WeightedIoULoss(0.5, 1.5)]:
-        m = model()
-        m.set_weights(init)
-        m.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
-        m.fit(x, t, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        trained.append(m.get_weights())
-    out["fit_max_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(*trained))
-    out["fit_moved"] = max(float(np.max(np.abs(a - b))) for a, b in zip(trained[0], init))
+    trained = [keras_fit.fit(loss, init, x, t)[1] for loss in
+               [wiou_ops.SeedWeightedIoULoss(0.5, 1.5), wiou_ops.WeightedIoULoss(0.5, 1.5)]]
+    out["fit_max_diff"] = keras_fit.max_abs_diff(*trained)
+    out["fit_moved"] = keras_fit.max_abs_diff(trained[0], init)
 print(json.dumps(out))
 """
 

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wiou_ops
-from tests import helpers
 
 IMPLEMENTATIONS = wiou_ops.available_implementations()
 SHAPES = [(1, 7, 9, 1), (3, 16, 16, 1), (2, 5, 31, 3)]

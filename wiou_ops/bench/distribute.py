@@ -26,8 +26,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
-
 VARIANTS = ("seed, cross_replica=False", "seed, cross_replica=True",
             "pixel, cross_replica=False", "pixel, cross_replica=True",
             "all-reduce alone")

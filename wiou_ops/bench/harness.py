@@ -3,6 +3,8 @@
 Kept free of TensorFlow so its statistics can be tested on known inputs.
 """
 
+import json
+import sys
 import time
 
 import numpy as np
@@ -96,3 +98,32 @@ def seed_grad_error(y_true, y_pred, grad, sums, epsilon=1e-7, chunks=64):
         worst = max(worst, float(np.max(np.abs(g - want))))
         scale = max(scale, float(np.max(np.abs(want))))
     return worst / scale if scale else worst
+
+
+# The command-line skeleton of the per-backend benchmarks (jax_bench, torch_bench).
+
+def parse_shapes(sizes):
+    """["16x512x512x1", ...] -> [(16, 512, 512, 1), ...]."""
+    return [tuple(int(d) for d in size.lower().split("x")) for size in sizes]
+
+
+def run_cases(shapes, dtype_pairs, run_case, tag):
+    """``run_case(shape, pred_dtype, true_dtype)`` for every shape and dtype pair, in order,
+    with one progress line per case on stderr. Returns the cases."""
+    cases = []
+    for shape in shapes:
+        for pred_dtype, true_dtype in dtype_pairs:
+            start = time.perf_counter()
+            cases.append(run_case(shape, pred_dtype, true_dtype))
+            print(f"[{tag}] {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} "
+                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return cases
+
+
+def write_results(out, results, report_text, tag):
+    """results.json and report.md into ``out`` (created); the report is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "report.md").write_text(report_text)
+    print(report_text)
+    print(f"[{tag}] wrote {out / 'results.json'} and {out / 'report.md'}", file=sys.stderr)

@@ -21,12 +21,10 @@ jax`` starts this module in a process that has it. TensorFlow is not imported.
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import pathlib
 import platform
 import sys
-import time
 
 DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"],
                  "gpu": ["256x512x512x1", "1024x512x512x1"],
@@ -260,12 +258,14 @@ def main(argv=None):
     import keras
     import numpy as np
 
+    from wiou_ops.bench import harness
+
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     dtypes = DTYPES if args.dtypes is None else [tuple(d.split("/")) for d in args.dtypes]
     platform_name = jax.default_backend()
     sizes = args.sizes or DEFAULT_SIZES.get(platform_name, DEFAULT_SIZES["cpu"])
-    shapes = [tuple(int(d) for d in s.lower().split("x")) for s in sizes]
+    shapes = harness.parse_shapes(sizes)
     device = jax.devices()[0]
     results = {"backend": "jax", "device": f"{device.platform}:{device.device_kind}",
                "jax": jax.__version__, "keras": keras.__version__,
@@ -276,23 +276,13 @@ def main(argv=None):
     results["copy_gbps"], results["read_gbps"] = _bandwidth(
         max(4 * int(np.prod(shapes[-1])), 1 << 26), args.rounds)
     fns = _variants(args.pallas == "on" or (args.pallas == "auto" and platform_name == "gpu"))
-    for shape in shapes:
-        for pred_dtype, true_dtype in dtypes:
-            start = time.perf_counter()
-            results["cases"].append(run_case(fns, shape, pred_dtype, true_dtype, args.rounds))
-            print(f"[wiou-bench jax] {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} "
-                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    results["cases"] = harness.run_cases(
+        shapes, dtypes, lambda *case: run_case(fns, *case, args.rounds), "wiou-bench jax")
     out = args.out or pathlib.Path("benchmarks/results") / device_slug()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
     if args.hlo == "on" or (args.hlo == "auto" and platform_name == "gpu"):
+        out.mkdir(parents=True, exist_ok=True)
         _write_hlo(fns, shapes[-1], dtypes[0], out)
-    text = markdown(results)
-    (out / "report.md").write_text(text)
-    print(text)
-    print(f"[wiou-bench jax] wrote {out / 'results.json'} and {out / 'report.md'}",
-          file=sys.stderr)
-
+    harness.write_results(out, results, markdown(results), "wiou-bench jax")
 
 if __name__ == "__main__":
     main()

@@ -20,12 +20,9 @@ dependency of wiou_ops).
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import platform
-import sys
-import time
 
 DEFAULT_SIZES = ["16x512x512x1", "64x512x512x1"]
 DTYPES = [("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
@@ -135,31 +132,22 @@ def main(argv=None):
 
     from wiou_ops.bench.__main__ import _cpu_name, machine_slug
 
+    from wiou_ops.bench import harness
+
     dtypes = DTYPES if args.dtypes is None else [tuple(d.split("/")) for d in args.dtypes]
-    shapes = [tuple(int(d) for d in s.lower().split("x")) for s in args.sizes]
+    shapes = harness.parse_shapes(args.sizes)
     results = {"backend": "torch", "device": f"CPU ({_cpu_name()}, {os.cpu_count()} cores)",
                "torch": torch.__version__, "threads": torch.get_num_threads(),
                "keras": keras.__version__, "python": platform.python_version(),
-               "rounds": args.rounds, "cases": [],
+               "rounds": args.rounds,
                "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
                    timespec="seconds")}
     results["read_gbps"] = _read_bandwidth(max(4 * int(np.prod(shapes[-1])), 1 << 26),
                                            args.rounds)
-    for shape in shapes:
-        for pred_dtype, true_dtype in dtypes:
-            start = time.perf_counter()
-            results["cases"].append(run_case(shape, pred_dtype, true_dtype, args.rounds))
-            print(f"[wiou-bench torch] {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype} "
-                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    results["cases"] = harness.run_cases(
+        shapes, dtypes, lambda *case: run_case(*case, args.rounds), "wiou-bench torch")
     out = args.out or pathlib.Path("benchmarks/results") / f"torch-{machine_slug('cpu')}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    text = markdown(results)
-    (out / "report.md").write_text(text)
-    print(text)
-    print(f"[wiou-bench torch] wrote {out / 'results.json'} and {out / 'report.md'}",
-          file=sys.stderr)
-
+    harness.write_results(out, results, markdown(results), "wiou-bench torch")
 
 if __name__ == "__main__":
     main()
