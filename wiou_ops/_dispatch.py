@@ -2,8 +2,8 @@
 
 By Keras backend: TensorFlow -> ``_tf_loss`` with one of the TensorFlow
 implementations below; JAX -> ``_jax_loss`` (``wiou_ops/_jax.py``); any other
-backend (PyTorch, NumPy) -> ``_ops_loss``, the same sums in ``keras.ops`` with
-the backend's autodiff ("ops"). Nothing here imports TensorFlow unless the
+backend (PyTorch, NumPy) -> ``_ops_loss``, the same sums and their hand-written
+VJP in ``keras.ops`` ("ops"). Nothing here imports TensorFlow unless the
 backend is TensorFlow, so a JAX-only or PyTorch-only machine can use the package.
 
 TensorFlow, ``implementation="auto"`` (DESIGN.md, "Dispatch"):
