@@ -223,11 +223,17 @@ def _write_hlo(fns, shape, dtypes, out):
 
 
 def device_slug():
+    """jax-gpu-nvidia-h200, ...; on a CPU (whose device kind is just "cpu") the processor and
+    core count, as wiou-bench names its TensorFlow reports: jax-cpu-amd-epyc-2c."""
     import re
 
     import jax
 
     device = jax.devices()[0]
+    if device.platform == "cpu":
+        from wiou_ops.bench.__main__ import machine_slug
+
+        return f"jax-{machine_slug('cpu')}"
     kind = re.sub(r"[^a-z0-9]+", "-", device.device_kind.lower()).strip("-")
     return f"jax-{device.platform}-{kind}"
 
