@@ -65,8 +65,9 @@ def iou_sums(y_true, y_pred, weight_map, spec):
     """The (G, K) sums of ``spec`` (``_iou.SumsSpec``), with the hand-written VJP of ``_iou``.
 
     ``∂/∂p_i = m_i·(a·y_i + b·(1 - y_i))·dp̂_i`` with ``(a, b) = d_sums·PROJECTION`` per group:
-    a few elementwise ops, where PyTorch's autograd through the terms writes about three
-    times as many full-size intermediates (measured 2.6x slower at 16x512x512x1).
+    four full-size elementwise ops, fewer than PyTorch's autograd writes going back through
+    the terms (this CPU, 16x512x512x1 float32 forward+backward: 16.3 ms with autograd,
+    13.1 ms with this VJP and the lazy q̂).
     """
     acc = "float64" if keras.backend.standardize_dtype(y_pred.dtype) == "float64" else "float32"
     groups = ops.shape(y_pred)[0] if spec.per_image else 1
