@@ -4,6 +4,8 @@ Kept free of TensorFlow so its statistics can be tested on known inputs.
 """
 
 import json
+import os
+import pathlib
 import sys
 import time
 
@@ -101,6 +103,30 @@ def seed_grad_error(y_true, y_pred, grad, sums, epsilon=1e-7, chunks=64):
 
 
 # The command-line skeleton of the per-backend benchmarks (jax_bench, torch_bench).
+
+def add_case_arguments(parser, dtype_pairs, sizes_default, sizes_help, out_help):
+    """--sizes, --dtypes, --rounds and --out, as every per-backend benchmark takes them."""
+    parser.add_argument("--sizes", nargs="+", default=sizes_default, help=sizes_help)
+    parser.add_argument("--dtypes", nargs="+", default=None,
+                        help="PRED/TRUE pairs (default: " + " ".join(
+                            f"{p}/{t}" for p, t in dtype_pairs) + ")")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", type=pathlib.Path, default=None, help=out_help)
+
+
+def parse_case_arguments(parser, argv, backend, dtype_pairs):
+    """The parsed arguments, once Keras is known to run on ``backend`` (it picks its backend
+    at import: ``wiou-bench --backend`` starts such a process); ``dtypes`` as pairs."""
+    args = parser.parse_args(argv)
+    if os.environ.get("KERAS_BACKEND") != backend:
+        raise SystemExit(f"{parser.prog} needs KERAS_BACKEND={backend} "
+                         f"(wiou-bench --backend {backend} sets it).")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    args.dtypes = dtype_pairs if args.dtypes is None else [tuple(d.split("/"))
+                                                           for d in args.dtypes]
+    return args
+
 
 def parse_shapes(sizes):
     """["16x512x512x1", ...] -> [(16, 512, 512, 1), ...]."""

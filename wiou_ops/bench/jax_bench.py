@@ -21,10 +21,11 @@ jax`` starts this module in a process that has it. TensorFlow is not imported.
 import argparse
 import contextlib
 import datetime
-import os
 import pathlib
 import platform
 import sys
+
+from wiou_ops.bench import harness
 
 DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"],
                  "gpu": ["256x512x512x1", "1024x512x512x1"],
@@ -108,7 +109,6 @@ def _bandwidth(nbytes, rounds):
     import jax
     import jax.numpy as jnp
 
-    from wiou_ops.bench import harness
 
     x = jnp.ones((nbytes // 4,), jnp.float32)
     scale, read = jax.jit(lambda v: v * 2.0), jax.jit(jnp.sum)
@@ -125,7 +125,6 @@ def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
     import jax.numpy as jnp
     import numpy as np
 
-    from wiou_ops.bench import harness
 
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     y_true = (jax.random.uniform(k1, shape) < 0.05).astype(true_dtype)
@@ -241,12 +240,10 @@ def device_slug():
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="wiou-bench --backend jax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=None,
-                        help="shapes like 1024x512x512x1 (default per device)")
-    parser.add_argument("--dtypes", nargs="+", default=None,
-                        help="PRED/TRUE pairs (default: " + " ".join(
-                            f"{p}/{t}" for p, t in DTYPES) + ")")
-    parser.add_argument("--rounds", type=int, default=20)
+    harness.add_case_arguments(parser, DTYPES, None,
+                               "shapes like 1024x512x512x1 (default per device)",
+                               "default benchmarks/results/jax-<platform>-<device kind> "
+                               "(jax-cpu-<processor>-<cores>c on a CPU)")
     parser.add_argument("--pallas", choices=("auto", "on", "off"), default="auto",
                         help="time the Pallas (Triton) forward too: auto = on a GPU; on "
                         "elsewhere runs it interpreted (slow: tiny sizes only)")
@@ -254,21 +251,12 @@ def main(argv=None):
                         help="write the optimized HLO of each wiou_ops variant (the largest "
                         "size, the first dtype pair) beside the report: auto = on a GPU, to "
                         "see what XLA fused")
-    parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="default benchmarks/results/jax-<platform>-<device kind>")
-    args = parser.parse_args(argv)
-    if os.environ.get("KERAS_BACKEND") != "jax":
-        raise SystemExit("wiou_ops.bench.jax_bench needs KERAS_BACKEND=jax "
-                         "(wiou-bench --backend jax sets it).")
+    args = harness.parse_case_arguments(parser, argv, "jax", DTYPES)
     import jax
     import keras
     import numpy as np
 
-    from wiou_ops.bench import harness
-
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    dtypes = DTYPES if args.dtypes is None else [tuple(d.split("/")) for d in args.dtypes]
+    dtypes = args.dtypes
     platform_name = jax.default_backend()
     sizes = args.sizes or DEFAULT_SIZES.get(platform_name, DEFAULT_SIZES["cpu"])
     shapes = harness.parse_shapes(sizes)

@@ -26,6 +26,8 @@ import os
 import pathlib
 import platform
 
+from wiou_ops.bench import harness
+
 DEFAULT_SIZES = ["16x512x512x1", "64x512x512x1"]
 DTYPES = [("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
           ("bfloat16", "uint8")]
@@ -37,8 +39,6 @@ OURS = "wiou_ops WeightedIoULoss (keras.ops, hand-written VJP)"
 def _read_bandwidth(nbytes, rounds):
     import torch
 
-    from wiou_ops.bench import harness
-
     x = torch.ones(nbytes // 4, dtype=torch.float32)
     times = harness.interleaved_times({"read": lambda: x.sum().item()}, rounds=rounds)
     return nbytes / (harness.summarize(times["read"])["median_ms"] / 1e3) / 1e9
@@ -49,7 +49,6 @@ def run_case(shape, pred_dtype, true_dtype, rounds, seed=0):
     import torch
 
     import wiou_ops
-    from wiou_ops.bench import harness
 
     generator = torch.Generator().manual_seed(seed)
     y_true = (torch.rand(shape, generator=generator) < 0.05).to(getattr(torch, true_dtype))
@@ -115,29 +114,15 @@ def markdown(results):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="wiou-bench --backend torch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES,
-                        help="shapes like 16x512x512x1")
-    parser.add_argument("--dtypes", nargs="+", default=None,
-                        help="PRED/TRUE pairs (default: " + " ".join(
-                            f"{p}/{t}" for p, t in DTYPES) + ")")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="default benchmarks/results/torch-cpu-<machine>")
-    args = parser.parse_args(argv)
-    if os.environ.get("KERAS_BACKEND") != "torch":
-        raise SystemExit("wiou_ops.bench.torch_bench needs KERAS_BACKEND=torch "
-                         "(wiou-bench --backend torch sets it).")
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
+    harness.add_case_arguments(parser, DTYPES, DEFAULT_SIZES, "shapes like 16x512x512x1",
+                               "default benchmarks/results/torch-cpu-<machine>")
+    args = harness.parse_case_arguments(parser, argv, "torch", DTYPES)
     import keras
-    import torch
     import numpy as np
+    import torch
 
     from wiou_ops.bench.__main__ import _cpu_name, machine_slug
 
-    from wiou_ops.bench import harness
-
-    dtypes = DTYPES if args.dtypes is None else [tuple(d.split("/")) for d in args.dtypes]
     shapes = harness.parse_shapes(args.sizes)
     results = {"backend": "torch", "device": f"CPU ({_cpu_name()}, {os.cpu_count()} cores)",
                "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -148,7 +133,7 @@ def main(argv=None):
     results["read_gbps"] = _read_bandwidth(max(4 * int(np.prod(shapes[-1])), 1 << 26),
                                            args.rounds)
     results["cases"] = harness.run_cases(
-        shapes, dtypes, lambda *case: run_case(*case, args.rounds), "wiou-bench torch")
+        shapes, args.dtypes, lambda *case: run_case(*case, args.rounds), "wiou-bench torch")
     out = args.out or pathlib.Path("benchmarks/results") / f"torch-{machine_slug('cpu')}"
     harness.write_results(out, results, markdown(results), "wiou-bench torch")
 
