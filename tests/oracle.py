@@ -2,7 +2,8 @@
 
 Inputs are taken exactly as the implementations see them (y_pred already
 rounded to its dtype); the clip bounds and ε are the float32 constants the
-seed class uses. Sample weights must have y's shape (or be None).
+seed class uses. Sample weights of the seed are applied as Keras applies them
+to the loss map (``keras_weighted``).
 """
 
 import numpy as np
@@ -10,6 +11,24 @@ import numpy as np
 
 def _f32(x):
     return float(np.float32(x))
+
+
+def keras_weighted(values, sample_weight):
+    """``(values · sample_weight, sample_weight)`` as Keras's loss reduction forms them:
+    when the ranks differ by one and the longer ends in a 1-axis, that axis goes (a
+    rank-1 weight gains one instead); then NumPy broadcasting."""
+    w = np.asarray(sample_weight, np.float64)
+    if values.ndim == w.ndim + 1 and values.shape[-1] == 1:
+        if w.ndim == 1:
+            w = w[..., None]
+        else:
+            values = values[..., 0]
+    if w.ndim == values.ndim + 1 and w.shape[-1] == 1:
+        if values.ndim == 1:
+            values = values[..., None]
+        else:
+            w = w[..., 0]
+    return values * w, w
 
 
 def seed_value_and_grad(
@@ -36,17 +55,16 @@ def seed_value_and_grad(
     union = np.sum(y + p_hat - y * p_hat)
     log_iou = -np.log((inter + eps) / (union + eps))
     weights = weight_background * (1.0 - y) + weight_foreground * y
-    s = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    ws = weights * s
+    ws, s = (weights, None) if sample_weight is None else keras_weighted(weights, sample_weight)
     d_log_iou = ((1.0 - y) / (union + eps) - y / (inter + eps)) * ((p >= lo) & (p <= hi))
     if reduction in (None, "none"):
         return log_iou * ws, np.sum(np.asarray(upstream) * ws) * d_log_iou
     if reduction == "sum":
         factor = np.sum(ws)
-    elif reduction == "mean_with_sample_weight" and sample_weight is not None:
+    elif reduction == "mean_with_sample_weight" and s is not None:
         factor = np.sum(ws) / np.sum(s)
     else:
-        factor = np.sum(ws) / y.size
+        factor = np.sum(ws) / ws.size
     return log_iou * factor, upstream * factor * d_log_iou
 
 

@@ -1,6 +1,7 @@
 """The one dispatch point: what `auto` picks, and the XLA-context check."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import wiou_ops
@@ -32,3 +33,13 @@ def test_available_and_recorded():
         assert wiou_ops.last_implementation() == impl
     wiou_ops.weighted_iou_loss(y, p)
     assert wiou_ops.last_implementation() == helpers.expected_auto(in_xla=False)
+
+
+@pytest.mark.skipif("native" not in wiou_ops.available_implementations(),
+                    reason="the native kernel is tested in test_native.py for being built")
+def test_native_inside_a_users_jit_compile_is_refused_by_name():
+    y_true, y_pred = helpers.make_inputs((2, 8, 8, 1), "random")
+    step = tf.function(lambda y, p: wiou_ops.weighted_iou_loss(y, p, implementation="native"),
+                       jit_compile=True)
+    with pytest.raises(ValueError, match="'native' cannot run inside an XLA computation"):
+        step(y_true, y_pred)

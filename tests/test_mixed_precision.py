@@ -1,10 +1,12 @@
-"""Mixed precision: 16-bit predictions consumed as they are, training parity with float32.
+"""Mixed precision: 16-bit predictions consumed as they are, training parity with up-casting.
 
 Under ``mixed_bfloat16`` and ``mixed_float16`` (Keras wraps the optimizer in a
 LossScaleOptimizer) a small segmentation model trains with the loss on its
-16-bit output and follows the float32 run. Tolerances: the relative gap of the
-loss curves stays within what the 16-bit forward pass itself costs (the same
-model, seed and batches; bfloat16 keeps 8 significant bits, float16 11).
+16-bit output and follows the same model whose output is first up-cast to
+float32 (what a naive loss does): the same predictions, so the curves differ
+only by the loss's own rounding. (How far either run is from a float32 model
+is the 16-bit forward pass's cost, not the loss's: 1e-2 to 1.3e-1 on the CPUs
+this ran on, the seed class and this loss alike.)
 """
 
 import re
@@ -17,8 +19,9 @@ import tensorflow as tf
 import wiou_ops
 
 STEPS = 12
-# max |loss_16 - loss_32| / loss_32 over the curve (measured: bf16 ~1e-2, f16 ~1e-3).
-CURVE_RTOL = {"mixed_bfloat16": 5e-2, "mixed_float16": 1e-2}
+# max |loss_16 - loss_upcast| / loss_upcast over the curve: the loss widens each 16-bit
+# value to float32 exactly as the up-cast does (measured: 0, bit-identical curves).
+CURVE_RTOL = {"mixed_bfloat16": 1e-6, "mixed_float16": 1e-6}
 
 
 def _data():
@@ -28,15 +31,20 @@ def _data():
     return x, y
 
 
-def _train(policy, loss):
+def _train(policy, loss, upcast=False):
+    """Loss curve, model and the loss's input dtype; ``upcast``: a float32 identity layer
+    between the model's 16-bit output and the loss."""
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([
+        layers = [
             keras.Input((24, 24, 3)),
             keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
             keras.layers.Conv2D(1, 1, activation="sigmoid"),
-        ])
+        ]
+        if upcast:
+            layers.append(keras.layers.Activation("linear", dtype="float32"))
+        model = keras.Sequential(layers)
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
         x, y = _data()
         history = model.fit(x, y, batch_size=8, epochs=STEPS, shuffle=False, verbose=0)
@@ -50,9 +58,11 @@ def _train(policy, loss):
                                      dict(weighting="class", per_image=True, log=False)],
                          ids=["seed", "pixel", "class-per_image"])
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_training_follows_float32(policy, options):
-    reference, _, _ = _train("float32", wiou_ops.WeightedIoULoss(**options))
+def test_mixed_precision_training_follows_upcasting(policy, options):
+    reference, _, upcast_dtype = _train(policy, wiou_ops.WeightedIoULoss(**options),
+                                        upcast=True)
     curve, model, output_dtype = _train(policy, wiou_ops.WeightedIoULoss(**options))
+    assert upcast_dtype == "float32"
     assert output_dtype == policy.split("_")[1]  # the loss really got 16-bit predictions
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -74,18 +84,16 @@ def _f32_elements(line):
 
 @pytest.mark.parametrize("weighting", ["seed", "class"])
 @pytest.mark.parametrize("pred_dtype", ["float16", "bfloat16"])
-def test_xla_kernels_never_up_cast_y_pred_as_a_whole(pred_dtype, weighting):
-    """In the optimized HLO of the xla forward and backward, no float32 tensor of y_pred's
-    size is computed from y_pred alone (a standalone up-cast); every use of the 16-bit
-    input is fused with the arithmetic that consumes it.
-
-    What XLA:CPU does materialize (it fuses no producer into its tree reductions)
-    are the float32 *terms* of the sums, each from y and y_pred together: the
-    README says so; the native kernel, the CPU default, reads each input once.
+@pytest.mark.parametrize("shape", [(4, 64, 64, 1), (3, 37, 53, 1)], ids=["whole", "ragged"])
+def test_xla_kernels_write_no_full_size_float32(pred_dtype, weighting, shape):
+    """In the optimized HLO of the xla forward and backward, no float32 array of y_pred's
+    size exists: no standalone up-cast of the 16-bit input, and no float32 terms written
+    out before the sums (XLA:CPU fuses them into reductions of 32 numbers, the first
+    level of the blocked sums; see _iou.SUM_BLOCK), also when the length is no multiple
+    of 32.
     """
     from wiou_ops import _iou, _xla
 
-    shape = (4, 64, 64, 1)
     n = int(np.prod(shape))
     y = tf.zeros(shape, tf.uint8)
     p = tf.cast(tf.fill(shape, 0.5), pred_dtype)
@@ -101,7 +109,5 @@ def test_xla_kernels_never_up_cast_y_pred_as_a_whole(pred_dtype, weighting):
                           if "parameter(1)" in line)
         hlo_type = {"float16": "f16", "bfloat16": "bf16"}[pred_dtype]
         assert f"{pred_param} = {hlo_type}[" in hlo  # y_pred arrives as 16-bit
-        up_casts = [line for line in lines
-                    if (_f32_elements(line) or 0) >= n
-                    and re.search(r"\((" + re.escape(pred_param) + r")\)", line)]
-        assert not up_casts, up_casts
+        full_size = [line for line in lines if (_f32_elements(line) or 0) >= n]
+        assert not full_size, full_size

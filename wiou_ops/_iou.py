@@ -31,6 +31,15 @@ handful of scalar ops that autodiff differentiates exactly.
 
 import dataclasses
 
+# Blocked float32 sums under XLA (``_xla._blocked_sum``, ``_jax.row_sums``): each level
+# adds SUM_BLOCK numbers in sequence into one partial sum, so the rounding error stays
+# ~1e-7 at any size; after SUM_LEVELS levels 2^31 elements leave 2048 partial sums.
+# Why 32: XLA:CPU fuses the elementwise terms into a reduction of at most 32 numbers,
+# but rewrites a longer one into a reduce-window that writes the terms out first (three
+# float32 copies of the input in the forward: 24 GiB at 2^31 elements).
+SUM_BLOCK = 32
+SUM_LEVELS = 4
+
 # Rows: the terms of each weighting, in the order of the sums' columns.
 TERMS = {
     "seed": ("y*p", "y+p-y*p", "y"),

@@ -26,9 +26,8 @@ from jax import lax
 
 from wiou_ops import _iou, _pallas
 
-_BLOCK = 256  # partial sums of at most 256 numbers per level
-_LEVELS = 3   # 1e8 elements leave 6 partial sums after three levels
-_PLAIN_SUM_PLATFORMS = ("gpu",)  # where XLA's own reduction is accurate (see _row_sums)
+_BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
+_PLAIN_SUM_PLATFORMS = ("gpu",)  # where XLA's own reduction is accurate (see row_sums)
 # Where the backward reads 1-byte label codes instead of y and p (_label_codes). Not on
 # XLA:CPU: it computes the codes in loops of their own, which re-read y and p (measured
 # 15-20 % slower at 16x512x512x1). On GPU and TPU, sibling multi-output fusion writes them
@@ -41,25 +40,31 @@ def _accumulation_dtype(pred_dtype):
     return jnp.float64 if pred_dtype == jnp.float64 else jnp.float32
 
 
-def _row_sums(x):
+def row_sums(x):
     """Row sums of a (G, n) array in levels of ``_BLOCK`` partial sums (accurate in float32).
 
-    The optimization barrier keeps XLA from folding the levels back into one
-    long reduction (XLA:CPU then adds nearly in sequence). XLA:GPU reduces in
+    XLA:CPU's own float32 reduction is not accurate for every shape (a full
+    reduction of a 4-D map was 3.6e-5 off at 4e5 elements), and XLA folds
+    nested reductions back into one, so each level passes through an
+    optimization barrier. Blocks of ``_BLOCK`` (see ``_iou.SUM_BLOCK``) keep the
+    terms fused into the first level on CPU. XLA:GPU reduces in
     a tree already: measured on an H200 at 2.7e8 elements, a plain sum was
     within 4.5e-8 of float64 and the barriers cost 3-20 % of the step
     (benchmarks/results/gpu-nvidia-h200/), so GPUs take the plain sum.
     """
     if jax.default_backend() in _PLAIN_SUM_PLATFORMS:
         return x.sum(axis=1)
+    tails = 0.0  # each level's ragged end, summed apart (padding would copy the input)
     for _ in range(_LEVELS):
-        if x.shape[1] <= _BLOCK:
+        length = x.shape[1]
+        if length <= _BLOCK:
             break
-        pad = (-x.shape[1]) % _BLOCK
-        if pad:
-            x = jnp.pad(x, ((0, 0), (0, pad)))
+        whole = length - length % _BLOCK
+        if whole < length:
+            tails = tails + x[:, whole:].sum(axis=1)
+            x = x[:, :whole]
         x = lax.optimization_barrier(x.reshape(x.shape[0], -1, _BLOCK).sum(axis=2))
-    return x.sum(axis=1)
+    return x.sum(axis=1) + tails
 
 
 def _as_groups(x, spec, dtype):
@@ -87,7 +92,7 @@ def _local_sums(y_true, y_pred, weights, spec):
     y = _as_groups(y_true, spec, acc)
     p, q = _probabilities(_as_groups(y_pred, spec, acc), spec)
     terms = _iou.terms(y, p, q, _grouped_weight(y, weights, spec, acc), spec)
-    return jnp.stack([_row_sums(t) for t in terms], axis=1)
+    return jnp.stack([row_sums(t) for t in terms], axis=1)
 
 
 def _global_sums(sums, spec, axis_name):
@@ -226,23 +231,25 @@ def weighted_iou_loss(y_true, y_pred, *, weight_background=1.0, weight_foregroun
         # Per-image losses live on their shard; whole-batch sums are already global.
         return x if axis_name is None or not per_image else lax.psum(x, axis_name)
 
+    # Element and image counts are exact Python ints (shards have equal static shapes),
+    # rounded once to float32 where they divide; never int32, never summed in float32.
+    shards = 1 if axis_name is None else lax.axis_size(axis_name)
     if weighting == "seed":
-        count = jnp.asarray(y_pred.size, losses.dtype)
-        group_size = count / max(sums.shape[0], 1)
+        group_size = y_pred.size // max(sums.shape[0], 1)
         if axis_name is not None and not per_image:
-            count = group_size = lax.psum(count, axis_name)
+            group_size *= shards  # the sums are the global batch's
         sum_y = sums[:, 2]
-        total = global_sum(jnp.sum(losses * (weight_background * (group_size - sum_y)
+        total = global_sum(jnp.sum(losses * (weight_background * (float(group_size) - sum_y)
                                              + weight_foreground * sum_y)))
         if reduction == "sum":
             return total
-        return total / jnp.maximum(global_sum(count), 1)
+        return total / float(max(y_pred.size * shards, 1))
     if not per_image:
         return losses[0]
     total = global_sum(jnp.sum(losses))
     if reduction == "sum":
         return total
-    return total / jnp.maximum(global_sum(jnp.asarray(losses.shape[0], losses.dtype)), 1)
+    return total / float(max(losses.shape[0] * shards, 1))
 
 
 def seed_weighted_iou_loss(y_true, y_pred, **options):

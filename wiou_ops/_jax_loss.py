@@ -21,7 +21,7 @@ def compute(y_true, y_pred, sample_weight, mask, options):
     spec, weight_map, group_weight = losses.sums_plan(y_true, sample_weight, mask, options)
     sums = _jax.iou_sums(y_true, y_pred, weight_map, spec, None)
     return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
-                                 options)
+                                 options, row_sums=_jax.row_sums)
 
 
 def _check_values(y_true, y_pred, sample_weight, options):

@@ -7,7 +7,7 @@ and the reduction from ``losses.loss_from_sums``.
 
 import tensorflow as tf
 
-from wiou_ops import _dispatch, _fused, losses
+from wiou_ops import _dispatch, _fused, _xla, losses
 
 
 def as_inputs(y_true, y_pred, per_image=False):
@@ -36,8 +36,8 @@ def as_inputs(y_true, y_pred, per_image=False):
             f"rank >= 2, got y_pred.shape={pred_shape}.")
     if not (true_shape.is_fully_defined() and pred_shape.is_fully_defined()):
         check = tf.debugging.assert_equal(
-            tf.shape(y_true),
-            tf.shape(y_pred),
+            tf.shape(y_true, out_type=tf.int64),
+            tf.shape(y_pred, out_type=tf.int64),
             message="y_true and y_pred must have the same shape",
         )
         with tf.control_dependencies([check]):
@@ -98,10 +98,13 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None):
         # synchronize. Its gradient is again an all-reduce (sum) of the sums' cotangents,
         # so every replica back-propagates the global IoU's gradient for its own pixels.
         # Per-image sums need no all-reduce: Keras's batch mean already spans replicas.
-        count = tf.cast(tf.size(y_pred), sums.dtype)
-        sums, count = replica.all_reduce(tf.distribute.ReduceOp.SUM, (sums, count))
+        # The count is exact in int64 (a replica's batch may hold more than 2^31
+        # elements), reduced on its own: one all-reduce packs a single dtype.
+        sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+        count = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                                   tf.size(y_pred, out_type=tf.int64))
     return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
-                                 options, count=count)
+                                 options, count=count, row_sums=_xla.ROW_SUMS)
 
 
 def _replica_context():

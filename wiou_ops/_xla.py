@@ -36,10 +36,7 @@ try:
 except KeyError:  # already registered by someone else
     pass
 
-# Block length of the blocked float32 sums: each level adds at most this many
-# numbers in sequence, so the rounding error stays ~1e-7 even at 1e8 elements.
-_BLOCK = 256
-_LEVELS = 3  # after 3 levels, 1e8 elements leave 6 partial sums
+_BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
 
 
 def accumulation_dtype(pred_dtype):
@@ -54,28 +51,34 @@ def _plain_sum(x):
 def _blocked_sum(x):
     """Row sums of a (G, n) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
 
-    XLA:CPU adds a flat float32 reduction nearly in sequence (relative error
-    ~1e-5 at 1e8 elements) and folds nested reductions back into one, so each
-    level's partial sums pass through an optimization barrier. Zero padding to
-    a whole block works for dynamic shapes and adds nothing to the sum.
+    XLA:CPU's own float32 reduction is not accurate for every shape (a full
+    reduction of a 4-D map was 3.6e-5 off at 4e5 elements), and XLA folds
+    nested reductions back into one, so each level's partial sums pass through
+    an optimization barrier (``_iou.SUM_BLOCK`` says why blocks of 32). The
+    ragged end of each level (fewer than ``_BLOCK`` numbers) is summed on its
+    own and added last: padding to whole blocks would make XLA write the
+    padded terms out.
     """
-    groups = tf.shape(x)[0]
+    groups = tf.shape(x, out_type=tf.int64)[0]
+    tails = []
     for _ in range(_LEVELS):
-        pad = tf.math.floormod(-tf.shape(x)[1], _BLOCK)
-        x = tf.pad(x, [[0, 0], [0, pad]])
-        x = tf.reduce_sum(tf.reshape(x, [groups, -1, _BLOCK]), axis=2)
+        length = tf.shape(x, out_type=tf.int64)[1]
+        whole = length - tf.math.floormod(length, _BLOCK)
+        tails.append(tf.reduce_sum(x[:, whole:], axis=1))
+        x = tf.reduce_sum(tf.reshape(x[:, :whole], [groups, -1, _BLOCK]), axis=2)
         if optimization_barrier is not None:
             (x,) = optimization_barrier(x)
-    return tf.reduce_sum(x, axis=1)
+    return tf.reduce_sum(x, axis=1) + tf.add_n(tails)
 
 
 def _as_groups(x, spec, dtype):
     """x reshaped to (G, n) and cast to ``dtype`` (inside XLA the cast fuses)."""
+    # int64 shapes: an image (or a batch) may hold more than 2^31 elements.
     if spec.per_image:
-        shape = tf.shape(x)
+        shape = tf.shape(x, out_type=tf.int64)
         x = tf.reshape(x, tf.stack([shape[0], tf.reduce_prod(shape[1:])]))
     else:
-        x = tf.reshape(x, [1, -1])
+        x = tf.reshape(x, tf.constant([1, -1], tf.int64))
     return tf.cast(x, dtype)
 
 
@@ -114,7 +117,7 @@ def _gradient(y_true, y_pred, weights, coef, spec):
     else:
         lo, hi = tf.constant(spec.epsilon, acc), tf.constant(1.0 - spec.epsilon, acc)
         grad = tf.where((x >= lo) & (x <= hi), grad, tf.zeros_like(grad))
-    return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred))
+    return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
 
 
 def _make(name, jit):
@@ -139,6 +142,10 @@ def _make(name, jit):
 
     return FusedIoUSums(name, forward, backward), sums, gradient
 
+
+# Accurate row sums of a (G, n) float32 array, compiled (inlined into a caller's XLA
+# computation): for the full-size maps of Keras's reduction (``_reduction``).
+ROW_SUMS = tf.function(_blocked_sum, jit_compile=True, reduce_retracing=True)
 
 # The compiled kernels are named so that tests can read their optimized HLO.
 XLA, XLA_SUMS, XLA_GRADIENT = _make("xla", jit=True)

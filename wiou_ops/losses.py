@@ -25,12 +25,11 @@ import numbers
 import keras
 from keras import ops
 from keras.src import backend as keras_backend
-from keras.src.losses import loss as keras_loss
 
-from wiou_ops import _dispatch, _iou
+from wiou_ops import _dispatch, _iou, _reduction
 
 WEIGHTINGS = ("seed", "pixel", "class")
-REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
+REDUCTIONS = _reduction.REDUCTIONS
 
 
 def _check_weight(name, value):
@@ -153,13 +152,15 @@ def split_weights(y_true, sample_weight, mask, per_image):
     return weight_map, group_weight
 
 
-def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, count):
+def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, count,
+                    row_sums):
     """Seed weighting: Keras's reduction of the map ``L · (w_b·(1 - y) + w_f·y)``.
 
-    Keras's own reduction runs on the weight map when sample weights, a mask
-    or ``reduction="none"`` ask for it (exact seed semantics for every
-    broadcast, at the cost of one pass over y_true); otherwise the total weight
-    per group is ``w_b·(n - Sy) + w_f·Sy`` from the fused pass's Sy.
+    With sample weights, a mask or ``reduction="none"`` the weight map is
+    reduced as Keras reduces it (exact seed semantics for every broadcast, at
+    the cost of one pass over y_true; ``_reduction`` sums it accurately);
+    otherwise the total weight per group is ``w_b·(n - Sy) + w_f·Sy`` from the
+    fused pass's Sy, with n the exact element count.
     """
     dtype = losses.dtype
     w_b, w_f = options["weight_background"], options["weight_foreground"]
@@ -167,33 +168,36 @@ def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, 
     if reduction in (None, "none") or sample_weight is not None or mask is not None:
         y = ops.cast(y_true, dtype)
         weight = w_b * (1.0 - y) + w_f * y
-        if not options["per_image"]:
-            # Keras's reductions are linear in the map: L · reduce(w).
-            return losses[0] * keras_loss.reduce_weighted_values(
-                weight, sample_weight=sample_weight, mask=mask, reduction=reduction,
-                dtype=dtype)
-        per_pixel = ops.reshape(losses, (-1,) + (1,) * (len(y.shape) - 1)) * weight
-        return keras_loss.reduce_weighted_values(
-            per_pixel, sample_weight=sample_weight, mask=mask, reduction=reduction, dtype=dtype)
+        # Keras's reductions are linear in the map: Σ_g L_g · reduce(w of group g).
+        return _reduction.reduce_weighted_values(
+            weight, sample_weight=sample_weight, mask=mask, reduction=reduction, dtype=dtype,
+            row_sums=row_sums, group_factor=losses)
+    groups = int(sums.shape[0])
     if count is None:
-        count = ops.cast(ops.size(y_pred), dtype)
+        count = _reduction.element_count(ops.shape(y_pred))
+    if isinstance(count, int):
+        group_size = float(count // max(groups, 1))  # per-image groups are equal
+    else:
+        group_size = ops.cast(count, dtype) / max(groups, 1)
     sum_y = sums[:, 2]
-    group_size = count / ops.cast(ops.maximum(ops.shape(sums)[0], 1), dtype)
     total = ops.sum(losses * (w_b * (group_size - sum_y) + w_f * sum_y))
     if reduction == "sum":
         return total
-    return keras_loss.scale_loss_for_distribution(ops.divide_no_nan(total, count))
+    return _reduction.scale_loss_for_distribution(
+        ops.divide_no_nan(total, _reduction.as_float(count, dtype)))
 
 
 def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, options,
-                   count=None):
+                   count=None, row_sums=_reduction.plain_row_sums):
     """The reduced loss (or unreduced for ``reduction="none"``) from the fused sums (G, K).
 
     Seed weighting: see ``_seed_reduction`` (the per-pixel map for "none").
     Pixel/class weighting: Keras's reduction of the per-group losses, (B,)
     with ``per_image`` (a scalar otherwise), weighted by ``group_weight``.
-    ``count``: the element count behind ``sums`` when they were all-reduced
-    across replicas (``cross_replica``), else None for y_pred's own size.
+    ``count``: the exact element count behind ``sums`` (a Python int or an
+    integer tensor) when they were all-reduced across replicas
+    (``cross_replica``), else None for y_pred's own size. ``row_sums``: the
+    backend's accurate row sums of a (G, n) array, for full-size maps.
 
     Under tf.distribute Keras divides a reduced map by the number of replicas
     (the optimizer then sums the replicas' gradients) but leaves a scalar loss
@@ -205,15 +209,15 @@ def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, opti
     losses = _iou.group_losses(sums, spec, options["log"], ops.log)
     if options["weighting"] == "seed":
         return _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options,
-                               count)
+                               count, row_sums)
     if options["per_image"]:
-        return keras_loss.reduce_weighted_values(
+        return _reduction.reduce_weighted_values(
             losses, sample_weight=group_weight, reduction=options["reduction"],
             dtype=losses.dtype)
-    loss = keras_loss.reduce_weighted_values(
+    loss = _reduction.reduce_weighted_values(
         losses[0], sample_weight=group_weight, reduction=options["reduction"],
         dtype=losses.dtype)
-    return keras_loss.scale_loss_for_distribution(loss)
+    return _reduction.scale_loss_for_distribution(loss)
 
 
 def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
