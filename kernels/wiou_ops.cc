@@ -290,9 +290,14 @@ class IouSumsGradOp : public SumsOpBase {
  private:
   // The gradient is as large as y_pred (16 MB at 16x512x512 float32); a fresh
   // allocation each step is page-faulted in again, which costs milliseconds.
-  // The previous step's buffer is reused once nobody else holds it.
+  // The previous step's buffer is reused once nobody else holds it. Buffers over
+  // kMaxCachedBytes are not kept: one huge call must not pin gigabytes for the
+  // process's lifetime, and there the page faults are a small part of the pass.
+  static constexpr int64_t kMaxCachedBytes = int64_t{1} << 30;
+
   Tensor GradientBuffer(OpKernelContext* ctx, const TensorShape& shape) {
-    {
+    const bool cacheable = shape.num_elements() * int64_t{sizeof(TPred)} <= kMaxCachedBytes;
+    if (cacheable) {
       mutex_lock lock(mu_);
       if (cached_.shape() == shape && cached_.RefCountIsOne()) {
         return cached_;  // the copy takes a reference: concurrent calls see it as busy
@@ -304,8 +309,10 @@ class IouSumsGradOp : public SumsOpBase {
       ctx->SetStatus(s);
       return fresh;
     }
-    mutex_lock lock(mu_);
-    cached_ = fresh;  // the old one is busy or of another shape
+    if (cacheable) {
+      mutex_lock lock(mu_);
+      cached_ = fresh;  // the old one is busy or of another shape
+    }
     return fresh;
   }
 
