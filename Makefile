@@ -37,9 +37,11 @@ build/test_wiou_math: $(KERNEL_SOURCES)
 	$(CXX) $(LOOP_FLAGS) -Ikernels kernels/test_wiou_math.cc kernels/wiou_math_instances.cc -o $@
 
 # The unit tests, plus a seconds-long smoke of the pytest-benchmark suites
-# (tiny inputs, each benchmark run once).
+# (tiny inputs, each benchmark run once). The tests past 2^31 elements run first, in
+# a pytest process of their own: they need most of the machine's memory.
 test: $(STAMP) $(NATIVE) kernel-test
-	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q tests benchmarks --benchmark-disable
+	$(PY) -m pytest -q -m large tests
+	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q -m "not large" tests benchmarks --benchmark-disable
 
 bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/wiou-bench --e2e --distribute
