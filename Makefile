@@ -44,7 +44,7 @@ test: $(STAMP) $(NATIVE) kernel-test
 	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q -m "not large" tests benchmarks --benchmark-disable
 
 bench: $(STAMP) $(NATIVE)
-	$(VENV)/bin/wiou-bench --e2e --distribute
+	$(VENV)/bin/wiou-bench --e2e --distribute --out-root benchmarks/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(NATIVE)

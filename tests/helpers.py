@@ -69,7 +69,7 @@ def rel_err(actual, expected):
 
 
 def expected_auto(in_xla, pred_dtype="float32"):
-    """What `auto` must pick on this CPU-only test machine (DESIGN.md, Dispatch)."""
+    """What `auto` must pick on this CPU-only test machine (docs/design.md, "Dispatch")."""
     import wiou_ops
 
     native = "native" in wiou_ops.available_implementations()

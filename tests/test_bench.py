@@ -32,6 +32,51 @@ def test_interleaved_rounds_are_seeded_permutations():
     assert all(len(v) == 6 and all(s == 1 for s in v) for v in samples.values())
 
 
+def test_speedup_interval_on_known_samples():
+    """Paired rounds: a variant that is 2x faster in every round, with noise shared by the
+    round, has a tight interval at 2; one no faster has an interval around 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    round_noise = rng.uniform(1.0, 1.5, 30)  # the machine's state, shared by the round
+    base = 0.010 * round_noise
+    low, high = harness.ratio_interval(base, base / 2)
+    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    same = 0.010 * rng.uniform(1.0, 1.5, 30)
+    low, high = harness.ratio_interval(base, same)
+    assert low < 1.0 < high
+    assert harness.speedup_text(base, base / 2) == "2.00x (2.00-2.00)"
+
+
+def test_default_output_folder_is_under_the_working_directory():
+    import argparse
+    import pathlib
+
+    parser = argparse.ArgumentParser()
+    harness.add_out_arguments(parser, "<machine>")
+    args = parser.parse_args([])
+    assert harness.out_folder(args, "cpu-x-2c") == pathlib.Path("wiou-bench-results/cpu-x-2c")
+    args = parser.parse_args(["--out-root", "benchmarks/results"])
+    assert harness.out_folder(args, "cpu-x-2c") == pathlib.Path("benchmarks/results/cpu-x-2c")
+    args = parser.parse_args(["--out", "here"])
+    assert harness.out_folder(args, "cpu-x-2c") == pathlib.Path("here")
+
+
+@pytest.mark.parametrize("module", ["jax_bench", "torch_bench", "distribute", "e2e"])
+@pytest.mark.parametrize("argv", [["--sizes", "0x8"], ["--dtypes", "int8/uint8"],
+                                  ["--rounds", "0"], ["--size", "abc"], ["--replicas", "1"],
+                                  ["--runs", "0"]])
+def test_every_benchmark_validates_its_arguments(module, argv, capsys):
+    """A bad value is refused by name before anything runs (an unknown argument too)."""
+    import importlib
+
+    main = importlib.import_module(f"wiou_ops.bench.{module}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    assert argv[0] in capsys.readouterr().err
+
+
 def test_byte_counts():
     # forward: read float32 y and p once (8 B); forward+backward: twice, plus the gradient.
     assert harness.forward_bytes(10, 4, 4) == 80
@@ -51,8 +96,15 @@ def test_bad_arguments_exit_with_a_message(argv, capsys):
 
 
 def test_quick_run_writes_schema_report_and_plot(tmp_path):
+    import re
+
+    from wiou_ops._backends import tensorflow as tf_backend
+
+    implementations = dict(tf_backend.IMPLEMENTATIONS)
     bench.main(["--quick", "--sizes", "2x32x32x1", "--dtypes", "bfloat16/uint8",
                 "--distribute", "--out", str(tmp_path)])
+    # The kernel variants (label masks on and off) came in as arguments: nothing changed.
+    assert tf_backend.IMPLEMENTATIONS == implementations
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("device", "cpu", "cores", "tensorflow", "keras", "timestamp", "rounds", "cases"):
         assert key in results
@@ -77,6 +129,12 @@ def test_quick_run_writes_schema_report_and_plot(tmp_path):
     report_md = (tmp_path / "report.md").read_text()
     assert "## The native gradient from label masks" in report_md
     assert "| seed tf.function |" in report_md
+    # Every speed-up carries its bootstrap interval: main tables, options, label masks.
+    interval = r"\d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\)"
+    assert re.search(r"\| seed eager \| [^|]+\| [^|]+\| [^|]+\| " + interval, report_md)
+    assert re.search(r"\| class \+ weight map \| [^|]+, " + interval, report_md)
+    assert re.search(r"\| 2x32x32x1 \| bfloat16/uint8 \| [^|]+\| [^|]+\| " + interval,
+                     report_md)
     assert "## What each option costs" in report_md and "| class + weight map |" in report_md
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "distribute.json").read_text())["rounds"] == 5
@@ -95,12 +153,12 @@ def test_peak_memory_of_a_variant():
 def test_float64_reference_of_the_report_matches_the_test_oracle():
     import numpy as np
 
-    from tests import oracle
+    from wiou_ops import oracle
 
     rng = np.random.default_rng(3)
     y = (rng.random((3, 17, 19, 1)) < 0.1).astype(np.uint8)
     p = rng.random((3, 17, 19, 1)).astype(np.float32)
-    got, _ = harness.seed_loss_float64(y, p, 0.5, 1.5, chunks=5)
+    got, _ = oracle.seed_loss_float64(y, p, 0.5, 1.5, chunks=5)
     want, _ = oracle.seed_value_and_grad(y, p, weight_background=0.5, weight_foreground=1.5)
     assert got == pytest.approx(want, rel=1e-12)
 
@@ -166,15 +224,15 @@ def test_jax_bench_reports_a_variant_that_fails_and_times_the_others():
     there): the run must go on and the report say so."""
     import jax
 
-    from wiou_ops import _jax
+    from wiou_ops import jax as wiou_jax
     from wiou_ops.bench import jax_bench
 
     def broken(y_true, y_pred):
         raise RuntimeError("Triton compile failed\nlong details")
 
     fns = {jax_bench.SEED: jax.jit(jax.value_and_grad(
-        lambda y, p: _jax.seed_weighted_iou_loss(y, p, weight_background=jax_bench.WB,
-                                                 weight_foreground=jax_bench.WF), 1)),
+        lambda y, p: wiou_jax.seed_weighted_iou_loss(y, p, weight_background=jax_bench.WB,
+                                                     weight_foreground=jax_bench.WF), 1)),
            jax_bench.PALLAS: broken}
     case = jax_bench.run_case(fns, (1, 8, 8, 1), "float32", "float32", rounds=2)
     assert list(case["variants"]) == [jax_bench.SEED]

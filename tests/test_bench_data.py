@@ -67,18 +67,44 @@ def test_image_mask_dataset_needs_pairs(tmp_path):
 
 def test_end_to_end_smoke(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "wiou_ops.bench.e2e", "--steps", "4", "--batch", "2",
-         "--size", "32", "--out", str(tmp_path)],
+        [sys.executable, "-m", "wiou_ops.bench.e2e", "--runs", "2", "--steps", "4",
+         "--batch", "2", "--size", "32", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert out.returncode == 0, out.stderr[-3000:]
     runs = json.loads((tmp_path / "e2e.json").read_text())
-    assert [r["loss"] for r in runs] == list(e2e.LOSSES)
+    # Interleaved, each in its own process: seed, wiou_ops, seed, wiou_ops.
+    assert [r["loss"] for r in runs] == list(e2e.LOSSES) * 2
     for r in runs:
         assert r["step_ms_median"] > 0 and 0 < r["loss_share"] < 1
         assert 0.0 <= r["iou"] <= 1.0 and np.isfinite(r["final_loss"])
+        assert len(r["step_s"]) == 1  # 4 steps, the first three left out
     assert runs[1]["implementation"] in ("native", "xla")
-    assert "| wiou_ops |" in (tmp_path / "e2e.md").read_text()
+    report = (tmp_path / "e2e.md").read_text()
+    assert "| wiou_ops |" in report and "2 runs per loss" in report
+
+
+def _fake_run(loss, step_s):
+    return {"loss": loss, "implementation": loss, "step_s": list(step_s),
+            "step_ms_median": float(np.median(step_s) * 1e3), "loss_ms": 1.0,
+            "peak_bytes": None, "final_loss": 0.5, "iou": 0.5}
+
+
+def test_end_to_end_speedup_interval_spans_the_runs():
+    """Runs that differ only by which process they ran in must not show a speed-up: the
+    interval resamples runs, so a slow seed run and a fast one give an interval around 1."""
+    rng = np.random.default_rng(0)
+    slow, fast = 0.17 + rng.normal(0, 0.002, 40), 0.13 + rng.normal(0, 0.002, 40)
+    runs = [_fake_run("seed", slow), _fake_run("wiou_ops", fast), _fake_run("seed", fast),
+            _fake_run("wiou_ops", slow), _fake_run("seed", fast), _fake_run("wiou_ops", slow)]
+    low, high = e2e.summary(runs)["wiou_ops"]["speedup_95"]
+    assert low < 1.0 < high
+    # A real difference in every run stays one.
+    runs = [_fake_run("seed", slow), _fake_run("wiou_ops", fast)] * 3
+    low, high = e2e.summary(runs)["wiou_ops"]["speedup_95"]
+    assert 1.2 < low <= high < 1.4
+    assert "| - |" in e2e.markdown([dict(r, steps=4, batch=2, size=32, data="synthetic")
+                                    for r in runs])
 
 
 def test_end_to_end_on_a_tile_folder(tmp_path):

@@ -1,4 +1,4 @@
-"""The one dispatch point: what `auto` picks, and the XLA-context check."""
+"""The TensorFlow backend's choice of kernel: what `auto` picks, and the XLA-context check."""
 
 import numpy as np
 import pytest
@@ -6,14 +6,14 @@ import tensorflow as tf
 
 import wiou_ops
 from tests import helpers
-from wiou_ops import _dispatch
+from wiou_ops._backends import tensorflow as tf_backend
 
 
 def test_xla_context_detection():
     seen = {}
 
     def probe(x, key):
-        seen[key] = _dispatch.in_xla_context()
+        seen[key] = tf_backend.in_xla_context()
         return x
 
     probe(tf.constant(1.0), "eager")

@@ -1,4 +1,4 @@
-"""The JAX implementation (wiou_ops/_jax.py, public as wiou_ops.jax) against the float64
+"""The JAX kernel (wiou_ops/_kernels/jax.py, public as wiou_ops.jax) against the float64
 oracle for every weighting and option, and sharded == unsharded on 8 virtual devices."""
 
 import os
@@ -13,8 +13,11 @@ import pytest
 import jax  # the test extra installs it: `make test` runs these
 import jax.numpy as jnp
 
-from tests import helpers, oracle
-from wiou_ops import _jax
+from tests import helpers
+from wiou_ops import oracle
+from wiou_ops import _iou
+from wiou_ops import jax as wiou_jax
+from wiou_ops._kernels import jax as jax_kernel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = [(1, 1, 1, 1), (5, 123, 123, 1), (2, 3, 257, 257)]
@@ -34,7 +37,7 @@ def test_value_and_gradient_match_float64_oracle(shape, case, pred_dtype):
     upstream = 1.3 * helpers.upstream_scale(pred_dtype, n)
 
     def loss(p):
-        return _jax.seed_weighted_iou_loss(y_true, p, weight_background=0.5,
+        return wiou_jax.seed_weighted_iou_loss(y_true, p, weight_background=0.5,
                                            weight_foreground=1.5)
 
     value, vjp = jax.vjp(jax.jit(loss), y_pred)
@@ -52,21 +55,21 @@ def test_value_and_gradient_match_float64_oracle(shape, case, pred_dtype):
 def test_integer_and_bool_labels(true_dtype):
     y_true, y_pred = _inputs((3, 40, 40, 1), "random", "float32", true_dtype)
     ref_true = y_true.astype(jnp.float32)
-    got = jax.value_and_grad(lambda p: _jax.seed_weighted_iou_loss(y_true, p))(y_pred)
-    want = jax.value_and_grad(lambda p: _jax.seed_weighted_iou_loss(ref_true, p))(y_pred)
+    got = jax.value_and_grad(lambda p: wiou_jax.seed_weighted_iou_loss(y_true, p))(y_pred)
+    want = jax.value_and_grad(lambda p: wiou_jax.seed_weighted_iou_loss(ref_true, p))(y_pred)
     np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
 
 
 def test_sum_reduction_and_errors():
     y_true, y_pred = _inputs((2, 16, 16, 1), "random", "float32", "float32")
-    mean = _jax.seed_weighted_iou_loss(y_true, y_pred)
-    total = _jax.seed_weighted_iou_loss(y_true, y_pred, reduction="sum")
+    mean = wiou_jax.seed_weighted_iou_loss(y_true, y_pred)
+    total = wiou_jax.seed_weighted_iou_loss(y_true, y_pred, reduction="sum")
     assert float(total) == pytest.approx(float(mean) * y_pred.size, rel=1e-6)
     with pytest.raises(ValueError, match="same shape"):
-        _jax.seed_weighted_iou_loss(y_true[..., 0], y_pred)
+        wiou_jax.seed_weighted_iou_loss(y_true[..., 0], y_pred)
     with pytest.raises(TypeError, match="y_pred"):
-        _jax.seed_weighted_iou_loss(y_true, y_pred.astype(jnp.int32))
+        wiou_jax.seed_weighted_iou_loss(y_true, y_pred.astype(jnp.int32))
 
 
 @pytest.mark.parametrize("options", [(False, False, True), (True, False, False),
@@ -125,7 +128,7 @@ def test_sharded_equals_unsharded_on_8_devices():
             from jax import shard_map
         except ImportError:
             from jax.experimental.shard_map import shard_map
-        from wiou_ops import _jax
+        from wiou_ops import jax as wiou_jax
         assert len(jax.devices()) == 8
         mesh = jax.make_mesh((8,), ("batch",))
         rng = np.random.default_rng(0)
@@ -142,15 +145,15 @@ def test_sharded_equals_unsharded_on_8_devices():
                   ("pixel", False, True, y_soft)]
         worst = [0.0, 0.0]
         for weighting, per_image, codes, labels in cases:
-            _jax._COMPACT_RESIDUAL_PLATFORMS = ("cpu",) if codes else ()
             opts = dict(weight_background=0.5, weight_foreground=1.5, weighting=weighting,
-                        per_image=per_image, log=not per_image)
+                        per_image=per_image, log=not per_image,
+                        backward="label_codes" if codes else "inputs")
             sw = None if weighting == "seed" or codes else w
             whole = jax.value_and_grad(
-                lambda y, p, sw: _jax.weighted_iou_loss(y, p, sample_weight=sw, **opts), 1)
+                lambda y, p, sw: wiou_jax.weighted_iou_loss(y, p, sample_weight=sw, **opts), 1)
             sharded = shard_map(
-                lambda y, p, sw: _jax.weighted_iou_loss(y, p, sample_weight=sw,
-                                                        axis_name="batch", **opts),
+                lambda y, p, sw: wiou_jax.weighted_iou_loss(y, p, sample_weight=sw,
+                                                            axis_name="batch", **opts),
                 mesh=mesh, in_specs=(P("batch"),) * 3, out_specs=P())
             l1, g1 = whole(labels, p, sw)
             l2, g2 = jax.jit(jax.value_and_grad(sharded, 1))(
@@ -167,20 +170,14 @@ def test_sharded_equals_unsharded_on_8_devices():
     assert value_err <= 1e-6 and grad_err <= 1e-5
 
 
-# --- The backward from 1-byte label codes (_jax._label_codes), the GPU/TPU default. -------
-# This CPU takes the y/p backward by default; the fixture turns the codes on here too, and
-# every result must equal the y/p backward exactly (same float ops on the same values).
+# --- The backward from 1-byte label codes (jax_kernel._label_codes), the GPU/TPU default. --
+# This CPU takes the y/p backward by default; backward="label_codes" turns the codes on here
+# too, and every result must equal the y/p backward exactly (same float ops on the same values).
 
-@pytest.fixture
-def label_codes_on(monkeypatch):
-    monkeypatch.setattr(_jax, "_COMPACT_RESIDUAL_PLATFORMS", (jax.default_backend(),))
-
-
-def _both_backwards(monkeypatch, loss, y_pred):
+def _both_backwards(loss, y_pred):
     results = []
-    for platforms in ((jax.default_backend(),), ()):
-        monkeypatch.setattr(_jax, "_COMPACT_RESIDUAL_PLATFORMS", platforms)
-        value, vjp = jax.vjp(jax.jit(loss), y_pred)
+    for backward in ("label_codes", "inputs"):
+        value, vjp = jax.vjp(jax.jit(lambda p: loss(p, backward)), y_pred)
         results.append((value, vjp(jnp.asarray(1.7, value.dtype))[0]))
     return results
 
@@ -192,8 +189,8 @@ def _both_backwards(monkeypatch, loss, y_pred):
                                                      ("class", False, True),
                                                      ("class", True, True)])
 @pytest.mark.parametrize("case", ["random", "empty", "saturated"])
-def test_label_code_backward_equals_the_y_p_backward(monkeypatch, case, weighting, per_image,
-                                                     log, pred_dtype, labels):
+def test_label_code_backward_equals_the_y_p_backward(case, weighting, per_image, log,
+                                                     pred_dtype, labels):
     shape = (3, 29, 31, 1)
     y_true, y_pred = _inputs(shape, case, pred_dtype, "float32")
     if labels in ("uint8", "bool"):
@@ -204,11 +201,12 @@ def test_label_code_backward_equals_the_y_p_backward(monkeypatch, case, weightin
         y_true = y_true.at[2, 5, 7, 0].set(0.5)
         y_pred = y_pred.at[2, 5, 7, 0].set(0.3)
 
-    def loss(p):
-        return _jax.weighted_iou_loss(y_true, p, weighting=weighting, per_image=per_image,
-                                      log=log, weight_background=0.5, weight_foreground=1.5)
+    def loss(p, backward):
+        return wiou_jax.weighted_iou_loss(y_true, p, weighting=weighting, per_image=per_image,
+                                          log=log, weight_background=0.5,
+                                          weight_foreground=1.5, backward=backward)
 
-    (v1, g1), (v2, g2) = _both_backwards(monkeypatch, loss, y_pred)
+    (v1, g1), (v2, g2) = _both_backwards(loss, y_pred)
     assert g1.dtype == g2.dtype == y_pred.dtype and g1.shape == y_pred.shape
     np.testing.assert_array_equal(np.asarray(v1), np.asarray(v2))
     np.testing.assert_array_equal(np.asarray(g1.astype(jnp.float32)),
@@ -217,30 +215,36 @@ def test_label_code_backward_equals_the_y_p_backward(monkeypatch, case, weightin
         assert float(jnp.max(jnp.abs(g1.astype(jnp.float32)))) > 0
 
 
-def test_label_codes_say_what_the_backward_needs(label_codes_on):
-    spec = _jax._iou.SumsSpec(epsilon=1e-7)
+def test_label_codes_say_what_the_backward_needs():
+    spec = _iou.SumsSpec(epsilon=1e-7)
     eps = np.float32(1e-7)
     y = jnp.asarray([[0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.0, 1.0]])
     p = jnp.asarray([[0.3, 0.3, 0.0, 1.0, 0.3, 1.0, eps, 1 - eps]], jnp.float32)
-    codes, any_soft = _jax._label_codes(y, p, spec, jnp.float32)
+    codes, any_soft = jax_kernel._label_codes(y, p, spec, jnp.float32)
     assert codes.dtype == jnp.uint8
     np.testing.assert_array_equal(np.asarray(codes), [[1, 2, 0, 0, 3, 0, 1, 2]])
     assert bool(any_soft)
     # A soft label whose prediction is clipped has zero gradient: no need for y and p.
-    codes, any_soft = _jax._label_codes(y[:, 5:], p[:, 5:], spec, jnp.float32)
+    codes, any_soft = jax_kernel._label_codes(y[:, 5:], p[:, 5:], spec, jnp.float32)
     assert not bool(any_soft)
     # Logits and weight maps always take the y/p backward (their gradient varies per pixel).
-    assert _jax._compact_residuals(spec, None)
-    assert not _jax._compact_residuals(spec, jnp.ones((1, 8)))
-    assert not _jax._compact_residuals(_jax._iou.SumsSpec(from_logits=True), None)
+    assert jax_kernel.uses_label_codes(spec, None, "label_codes")
+    assert not jax_kernel.uses_label_codes(spec, jnp.ones((1, 8)), "label_codes")
+    assert not jax_kernel.uses_label_codes(_iou.SumsSpec(from_logits=True), None, "label_codes")
+    assert not jax_kernel.uses_label_codes(spec, None, "inputs")
+    # "auto": by platform (this CPU takes the y/p backward).
+    assert jax_kernel.uses_label_codes(spec, None) == (
+        jax.default_backend() in jax_kernel.LABEL_CODE_PLATFORMS)
+    with pytest.raises(ValueError, match="backward"):
+        jax_kernel.uses_label_codes(spec, None, "codes")
 
 
-def test_label_code_backward_against_float64_oracle(label_codes_on):
+def test_label_code_backward_against_float64_oracle():
     y_true, y_pred = _inputs((5, 123, 123, 1), "random", "float32", "uint8")
 
     def loss(p):
-        return _jax.weighted_iou_loss(y_true, p, weighting="pixel", weight_background=0.5,
-                                      weight_foreground=1.5)
+        return wiou_jax.weighted_iou_loss(y_true, p, weighting="pixel", weight_background=0.5,
+                                          weight_foreground=1.5, backward="label_codes")
 
     value, grad = jax.jit(jax.value_and_grad(loss))(y_pred)
     want, want_grad = oracle.iou_value_and_grad(
@@ -248,78 +252,3 @@ def test_label_code_backward_against_float64_oracle(label_codes_on):
         weight_background=0.5, weight_foreground=1.5)
     assert helpers.rel_err(np.asarray(value), want) <= helpers.VALUE_RTOL
     assert helpers.rel_err(np.asarray(grad), want_grad) <= helpers.GRAD_RTOL["float32"]
-
-
-# --- The Pallas (Triton) forward (wiou_ops/_pallas.py): interpreted here, lowered for CUDA. --
-
-@pytest.mark.parametrize("groups,n", [(1, 1), (3, 4096), (2, 10000), (1, 3 * 4096 + 7)],
-                         ids=lambda v: str(v))
-@pytest.mark.parametrize("pred_dtype,true_dtype", [("float32", "float32"),
-                                                   ("bfloat16", "uint8"),
-                                                   ("float16", "int32")])
-@pytest.mark.parametrize("weighting", ["seed", "pixel", "class"])
-def test_pallas_forward_matches_the_xla_forward(weighting, pred_dtype, true_dtype, groups, n):
-    from wiou_ops import _pallas
-
-    rng = np.random.default_rng(n)
-    y = jnp.asarray(rng.random((groups, n)) < 0.1).astype(true_dtype)
-    p = rng.random((groups, n)).astype(np.float32)
-    p.reshape(-1)[: 4 * (p.size // 8)] = np.tile(np.float32([0, 1, 1e-7, 1 - 1e-7]),
-                                                   p.size // 8)  # clipped and ties
-    p = jnp.asarray(p).astype(pred_dtype)
-    spec = _jax._iou.SumsSpec(weighting=weighting, per_image=groups > 1,
-                              weight_background=0.5, weight_foreground=1.5)
-    sums, codes, any_soft = _pallas.sums_and_codes(y, p, spec)
-    want_sums = _jax._local_sums(y, p, None, spec)
-    want_codes, want_soft = _jax._label_codes(y, p, spec, jnp.float32)
-    np.testing.assert_allclose(np.asarray(sums), np.asarray(want_sums), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(codes), np.asarray(want_codes))
-    assert not bool(any_soft) and not bool(want_soft)
-    if true_dtype == "float32" and n > 1:  # a soft label in the last block of the last group
-        y_soft = y.at[-1, -1].set(0.5)
-        p_in = p.at[-1, -1].set(0.5)
-        _, codes, any_soft = _pallas.sums_and_codes(y_soft, p_in, spec)
-        assert bool(any_soft) and int(codes[-1, -1]) == _jax._iou.CODE_SOFT
-
-
-def test_loss_with_the_pallas_forward_matches_the_default(monkeypatch):
-    from wiou_ops import _pallas
-
-    y_true, y_pred = _inputs((3, 67, 71, 1), "random", "float32", "uint8")
-    backend = jax.default_backend()
-    for weighting, per_image in (("seed", False), ("class", True)):
-        def loss(p):
-            return _jax.weighted_iou_loss(y_true, p, weighting=weighting, per_image=per_image,
-                                          weight_background=0.5, weight_foreground=1.5)
-
-        monkeypatch.setattr(_pallas, "FORWARD_PLATFORMS", ())
-        want = jax.jit(jax.value_and_grad(loss))(y_pred)
-        monkeypatch.setattr(_jax, "_COMPACT_RESIDUAL_PLATFORMS", (backend,))
-        monkeypatch.setattr(_pallas, "FORWARD_PLATFORMS", (backend,))
-        got = jax.jit(jax.value_and_grad(loss))(y_pred)
-        monkeypatch.setattr(_jax, "_COMPACT_RESIDUAL_PLATFORMS", ())
-        assert helpers.rel_err(np.asarray(got[0]), np.asarray(want[0])) <= 1e-6
-        assert helpers.rel_err(np.asarray(got[1]), np.asarray(want[1])) <= 1e-6
-
-
-@pytest.mark.parametrize("weighting", ["seed", "class"])
-def test_pallas_forward_lowers_to_triton_for_cuda(weighting):
-    """The kernel passes Pallas's Triton lowering (block shapes, primitives) here, without a
-    GPU, for the GPU that the benchmark machines have (an H100: compute capability 9.0);
-    compiling the Triton IR to PTX happens on the GPU (benchmarks/gpu_jax_bench.py).
-
-    JAX 0.11 asks the target GPU of the abstract mesh (it no longer lowers Triton for a
-    CPU default device); JAX 0.10 takes the same mesh."""
-    from wiou_ops import _pallas
-
-    spec = _jax._iou.SumsSpec(weighting=weighting)
-    y = jax.ShapeDtypeStruct((4, 512 * 512), jnp.uint8)
-    p = jax.ShapeDtypeStruct((4, 512 * 512), jnp.bfloat16)
-    h100 = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=132,
-                                       platform="gpu")
-    target = jax.sharding.AbstractMesh((1,), ("batch",), (jax.sharding.AxisType.Explicit,),
-                                       abstract_device=h100)
-    with jax.sharding.use_abstract_mesh(target):
-        lowered = jax.jit(lambda y, p: _pallas.sums_and_codes(y, p, spec, interpret=False)
-                          ).trace(y, p).lower(lowering_platforms=("cuda",))
-    assert "__gpu$xla.gpu.triton" in lowered.as_text()

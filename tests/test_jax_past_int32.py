@@ -75,10 +75,10 @@ def _run(code, **env):
 def test_value_of_one_group_past_int32():
     got = _run("""
         import jax
-        from wiou_ops import _jax
+        from wiou_ops import jax as wiou_jax
         from tests.test_jax_past_int32 import _pattern
         for weighting in ("seed", "class"):
-            loss = jax.jit(lambda: _jax.weighted_iou_loss(
+            loss = jax.jit(lambda: wiou_jax.weighted_iou_loss(
                 *_pattern(), weight_background=0.5, weight_foreground=1.5, weighting=weighting))
             print(float(loss()))
     """)
@@ -112,7 +112,7 @@ def test_sharded_loss_lowers_for_tpu_past_int32():
             from jax import shard_map
         except ImportError:
             from jax.experimental.shard_map import shard_map
-        from wiou_ops import _jax
+        from wiou_ops import jax as wiou_jax
         mesh = jax.make_mesh((8,), ("batch",))
         shape = (8200, 511, 513, 1)  # 2^31 + 2e6 elements over 8 shards: n is no float32
         n = int(np.prod(shape))
@@ -121,13 +121,13 @@ def test_sharded_loss_lowers_for_tpu_past_int32():
         y = jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding)
         p = jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=sharding)
         for codes in (False, True):  # the TPU backward: from y and p, or from label codes
-            _jax._COMPACT_RESIDUAL_PLATFORMS = ("cpu",) if codes else ()
             for weighting in ("seed", "pixel", "class"):
                 for per_image in (False, True):
                     loss = shard_map(
-                        lambda y, p: _jax.weighted_iou_loss(
+                        lambda y, p: wiou_jax.weighted_iou_loss(
                             y, p, weighting=weighting, per_image=per_image,
-                            weight_background=0.5, weight_foreground=1.5, axis_name="batch"),
+                            weight_background=0.5, weight_foreground=1.5, axis_name="batch",
+                            backward="label_codes" if codes else "inputs"),
                         mesh=mesh, in_specs=(P("batch"), P("batch")), out_specs=P())
                     step = jax.jit(jax.value_and_grad(loss, 1))
                     text = jax.export.export(step, platforms=("tpu",))(y, p).mlir_module()

@@ -30,7 +30,7 @@ y = jnp.asarray(rng.random(shape) < 0.1, jnp.float32)
 p = jnp.asarray(rng.uniform(0.02, 0.98, shape), jnp.float32)
 weights = {None: None, "pixel": jnp.asarray(rng.uniform(0, 2, shape), jnp.float32),
            "sample": jnp.asarray(rng.uniform(0, 2, shape[:1]), jnp.float32)}
-from tests import oracle
+from wiou_ops import oracle
 rel = lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
 errors, oracle_errors = [], []
 for reduction in ["sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none"]:
@@ -62,8 +62,8 @@ trained = [keras_fit.fit(loss, init, x, t)[1]
 out["fit_max_diff"] = keras_fit.max_abs_diff(*trained)
 out["fit_moved"] = keras_fit.max_abs_diff(trained[0], init)
 # The GPU/TPU backward from label codes, forced on here: model.fit must give the same bits.
-from wiou_ops import _jax
-_jax._COMPACT_RESIDUAL_PLATFORMS = (jax.default_backend(),)
+from wiou_ops._kernels import jax as jax_kernel
+jax_kernel.LABEL_CODE_PLATFORMS = (jax.default_backend(),)
 codes = keras_fit.fit(wiou_ops.WeightedIoULoss(0.5, 1.5), init, x, t)[1]
 out["codes_fit_max_diff"] = keras_fit.max_abs_diff(codes, trained[1])
 print(json.dumps(out))
@@ -98,7 +98,7 @@ import numpy as np
 import jax, jax.numpy as jnp
 import keras
 import wiou_ops
-from tests import oracle
+from wiou_ops import oracle
 from tests.test_modes import WEIGHTS
 assert keras.backend.backend() == "jax"
 rng = np.random.default_rng(0)

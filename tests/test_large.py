@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import wiou_ops
-from tests import oracle
+from wiou_ops import oracle
 
 N = 100_000_000  # 100 x 1000 x 1000 x 1
 
@@ -38,7 +38,7 @@ def test_value_at_1e8_elements_within_1e6_of_float64(large_inputs, impl):
 
 
 def test_oracle_helper_agrees_on_a_chunk(large_inputs):
-    """The chunked oracle above and tests/oracle.py are the same formula."""
+    """The chunked oracle above and wiou_ops/oracle.py are the same formula."""
     y, p, _ = large_inputs
     ys, ps = y[:1].numpy(), p[:1].numpy()
     want, _ = oracle.seed_value_and_grad(ys, ps, weight_background=0.5, weight_foreground=1.5)
@@ -89,13 +89,13 @@ def test_float16_predictions_at_1e9_elements_native():
 def test_xla_blocked_sum_at_1e9_float16_elements():
     """The xla implementation's float32 accumulation at 10^9 float16 inputs, generated
     inside the compiled function (the sums' kernel, without 3 GB of inputs)."""
-    from wiou_ops import _xla
+    from wiou_ops._kernels import xla
 
     @tf.function(jit_compile=True)
     def blocked_sum_of_pattern():
         i = tf.range(N_1E9, dtype=tf.int32)
         p = tf.cast(tf.cast(tf.math.floormod(i, PERIOD), tf.float32) / PERIOD, tf.float16)
-        return _xla._blocked_sum(tf.reshape(tf.cast(p, tf.float32), [1, -1]))[0]
+        return xla.blocked_row_sums(tf.reshape(tf.cast(p, tf.float32), [1, -1]))[0]
 
     _, p_period = _period_pattern()
     want = np.sum(p_period.astype(np.float64)) * (N_1E9 // PERIOD)

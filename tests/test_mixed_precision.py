@@ -92,7 +92,8 @@ def test_xla_kernels_write_no_full_size_float32(pred_dtype, weighting, shape):
     level of the blocked sums; see _iou.SUM_BLOCK), also when the length is no multiple
     of 32.
     """
-    from wiou_ops import _iou, _xla
+    from wiou_ops import _iou
+    from wiou_ops._kernels import xla as _xla
 
     n = int(np.prod(shape))
     y = tf.zeros(shape, tf.uint8)

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import wiou_ops
-from tests import helpers, oracle
+from tests import helpers
+from wiou_ops import oracle
 
 IMPLEMENTATIONS = wiou_ops.available_implementations()
 WEIGHTINGS = ["seed", "pixel", "class"]

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 import wiou_ops
 from tests import helpers
-from wiou_ops import _iou, _native
+from wiou_ops import _iou
+from wiou_ops._kernels import native as _native
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 needs_native = pytest.mark.skipif(
@@ -219,7 +220,7 @@ def test_gradient_op_rejects_masks_that_do_not_fit():
 @pytest.mark.parametrize("weighting", ["seed", "pixel", "class"])
 def test_smoothed_labels_match_the_float64_oracle(weighting, implementation):
     """Label smoothing (y in {0.05, 0.95}): the backward must read y and p."""
-    from tests import oracle
+    from wiou_ops import oracle
 
     y_true, y_pred = helpers.make_inputs((3, 41, 43, 1), "random")
     y_true = y_true * 0.9 + 0.05
@@ -248,9 +249,9 @@ def test_label_masks_are_written_only_for_a_gradient(monkeypatch):
             calls.append(kwargs["write_masks"])
             return library.wiou_iou_sums(*args, **kwargs)
 
-    from wiou_ops import _dispatch
+    from wiou_ops._backends import tensorflow as tf_backend
 
-    monkeypatch.setitem(_dispatch._tf_implementations(), "native", _native.make(Spy()))
+    monkeypatch.setitem(tf_backend.IMPLEMENTATIONS, "native", _native.make(Spy()))
     y_true, y_pred = helpers.make_inputs((2, 16, 16, 1), "random")
     # An epsilon of its own: no graph traced by another test is reused.
     loss = wiou_ops.WeightedIoULoss(epsilon=1.2345e-7, implementation="native")

@@ -1,5 +1,5 @@
-"""The keras.ops implementation (wiou_ops/_ops_loss.py): the loss on Keras backends without
-a fused kernel (PyTorch; NumPy for evaluation).
+"""The keras.ops kernel (wiou_ops/_kernels/ops.py, via wiou_ops/_backends/ops.py): the loss
+on Keras backends without a fused kernel (PyTorch; NumPy for evaluation).
 
 Its math runs here first on the TensorFlow backend of this process (keras.ops are TF ops,
 so TF's autodiff gives the gradient) against the float64 oracle in a shape x dtype x mode
@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import helpers, oracle
-from wiou_ops import _ops_loss, losses
+from tests import helpers
+from wiou_ops import oracle
+from wiou_ops._backends import ops as ops_backend
+from wiou_ops._common.options import validate_options
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS = dict(weight_background=0.3, weight_foreground=2.0)
@@ -29,7 +31,7 @@ WEIGHTS = dict(weight_background=0.3, weight_foreground=2.0)
 
 def _value_and_grad(y_true, y_pred, upstream, sample_weight=None, **options):
     def loss(y, p):
-        return _ops_loss.compute(y, p, sample_weight, None, losses.validate_options(**options))
+        return ops_backend.compute(y, p, sample_weight, None, validate_options(**options))[1]
 
     return helpers.value_and_grad(loss, y_true, y_pred, upstream)
 
@@ -79,7 +81,7 @@ import itertools, json, sys
 import numpy as np
 import keras
 import wiou_ops
-from tests import oracle
+from wiou_ops import oracle
 
 BACKEND = keras.backend.backend()
 out = {"backend": BACKEND, "available": wiou_ops.available_implementations(),

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import wiou_ops
-from tests import helpers, oracle
+from tests import helpers
+from wiou_ops import oracle
 
 SHAPES = [(1, 1, 1, 1), (5, 123, 123, 1), (16, 64, 64, 1), (2, 3, 257, 257)]
 CASES = ["random", "empty", "full", "saturated"]

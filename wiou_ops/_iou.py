@@ -1,7 +1,11 @@
-"""What every fused kernel computes: per-group IoU sums, their VJP, the loss from them.
+"""The math, written once: per-group IoU sums, their VJP, the loss from the sums.
 
-Backend-neutral (plain Python; array math through the caller's ``log``); the kernels in ``_xla.py``,
-``_native.py``/``kernels/`` and ``_jax.py`` implement ``SumsSpec`` exactly.
+Plain Python, imported by every layer above it and importing nothing of the
+package. Array math goes through the caller's operators and a small array
+namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``where`` and
+``log`` (``keras.ops`` itself, or the TensorFlow and JAX ones in ``_kernels``), so
+the TensorFlow, JAX and ``keras.ops`` kernels run these very functions; the C++
+loops in ``kernels/`` implement the same ``SumsSpec`` (and are tested against it).
 
 Notation, for one group (the whole batch, or one image with ``per_image``)::
 
@@ -31,7 +35,7 @@ handful of scalar ops that autodiff differentiates exactly.
 
 import dataclasses
 
-# Blocked float32 sums under XLA (``_xla._blocked_sum``, ``_jax.row_sums``): each level
+# Blocked float32 sums under XLA (``_kernels.xla.blocked_row_sums``, ``_kernels.jax.row_sums``): each level
 # adds SUM_BLOCK numbers in sequence into one partial sum, so the rounding error stays
 # ~1e-7 at any size; after SUM_LEVELS levels 2^31 elements leave 2048 partial sums.
 # Why 32: XLA:CPU fuses the elementwise terms into a reduction of at most 32 numbers,
@@ -115,8 +119,65 @@ def group_losses(sums, spec, log, log_fn):
 
 
 
-# The elementwise math, written with arithmetic operators only, so that the TensorFlow and
-# JAX kernels share it (arrays of shape (G, n) in the accumulation dtype; m None means 1).
+def seed_group_weight(sum_y, group_size, weight_background, weight_foreground):
+    """Σ_i (w_b·(1 - y_i) + w_f·y_i) over one group, from its ``Sy`` and element count.
+
+    Seed weighting without sample weights or masks: the loss map ``L_g·w_i`` reduces
+    to ``Σ_g L_g · seed_group_weight(Sy_g, n_g)`` (over the element count for a mean),
+    so the map is never built.
+    """
+    return weight_background * (group_size - sum_y) + weight_foreground * sum_y
+
+
+def group_shape(dims, per_image):
+    """(G, n): how a tensor with dimensions ``dims`` is viewed as groups of elements.
+
+    G = the batch size with ``per_image`` (one IoU per image), else 1 (one IoU for
+    the batch). ``dims``: Python ints or integer scalars (int64 under TensorFlow: a
+    group may hold more than 2^31 elements); the product is exact.
+    """
+    n = 1
+    for dim in (dims[1:] if per_image else dims):
+        n = n * dim
+    return (dims[0] if per_image else 1), n
+
+
+def accumulation_dtype(pred_dtype_name):
+    """float32 for 16/32-bit predictions (never a 16-bit sum), float64 for float64."""
+    return "float64" if pred_dtype_name == "float64" else "float32"
+
+
+# The elementwise math, written with arithmetic operators and ``xp`` only, so that every
+# kernel shares it (arrays of shape (G, n) in the accumulation dtype; m None means 1).
+
+def probabilities(x, spec, xp):
+    """(p̂, q̂): ``clip(x, ε, 1-ε)`` and ``1 - p̂``, or ``sigmoid(±x)`` for logits.
+
+    The clip's bounds are ε and 1-ε rounded to x's dtype, as the seed's
+    ``tf.clip_by_value(p, ε, 1-ε)`` rounds them. q̂ is None where nothing reads it
+    (probabilities without class weighting): eager backends would compute it anyway.
+    """
+    if spec.from_logits:
+        return xp.sigmoid(x), xp.sigmoid(-x)
+    p = xp.clip(x, spec.epsilon, 1.0 - spec.epsilon)
+    return p, (1.0 - p if spec.weighting == "class" else None)
+
+
+def sums_terms(y, x, m, spec, xp):
+    """The per-element terms of ``TERMS[spec.weighting]`` from labels y and inputs x."""
+    p, q = probabilities(x, spec, xp)
+    return terms(y, p, q, m, spec)
+
+
+def input_gradient(coef, y, x, m, spec, xp):
+    """The VJP of the sums w.r.t. the inputs: ``m·(a·y + b·(1 - y))·dp̂/dx`` per element.
+
+    ``dp̂/dx`` is ``1[ε ≤ x ≤ 1-ε]`` (``clip_passes``) or ``p̂·q̂`` for logits.
+    """
+    factor = vjp_factor(coef, y, m)
+    if spec.from_logits:
+        return factor * (xp.sigmoid(x) * xp.sigmoid(-x))
+    return xp.where(clip_passes(x, spec), factor, 0.0)
 
 def element_weight(y, weight_map, spec):
     """m: the weight map (grouped like y, or None) times pixel mode's class weight."""

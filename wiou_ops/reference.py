@@ -1,7 +1,7 @@
-"""The seed class: the naive weighted IoU loss this project replaces.
+"""The seed class: the naive weighted IoU loss that ``WeightedIoULoss`` replaces.
 
-Kept with exactly its semantics (see ``shared/seeds/README.md``): it is the
-benchmark baseline and one of the test oracles. Written with ``keras.ops``,
+Kept with exactly its semantics (its formula is below; docs/design.md, "Semantics"):
+it is the benchmark baseline and one of the test oracles. Written with ``keras.ops``,
 which on the TensorFlow backend are the seed's ``tf.clip_by_value``,
 ``tf.reduce_sum`` and ``tf.math.log``.
 

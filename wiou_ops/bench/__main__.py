@@ -1,23 +1,23 @@
 """``wiou-bench`` / ``python -m wiou_ops.bench``: the seed class vs every wiou_ops implementation.
 
-Protocol (DESIGN.md): every variant timed in the same process, interleaved
-(every variant once per round, in a fresh seeded order), after warm-up;
-median/p20/p80; speed-ups against the seed class measured in the same run; streaming read bandwidth measured in the same run
-gives the byte floor; peak memory per variant from a fresh process; relative
-error of the loss against float64. Writes results.json (every sample, device,
-versions, cores, timestamp), report.md and report.png.
+Protocol (docs/design.md, "Benchmark protocol"): every variant timed in the same
+process, interleaved (every variant once per round, in a fresh seeded order), after
+warm-up; median/p20/p80; speed-ups against the seed class measured in the same run,
+each with a bootstrap 95 % interval over the rounds; streaming read bandwidth measured
+in the same run gives the byte floor; peak memory per variant from a fresh process;
+relative error of the loss against float64. Writes results.json (every sample, device,
+versions, cores, timestamp), report.md and report.png into --out (default
+./wiou-bench-results/<machine>/).
 """
 
 import argparse
 import datetime
 import os
-import pathlib
-import platform
-import re
 import sys
 
 import numpy as np
 
+from wiou_ops import oracle
 from wiou_ops.bench import harness, memory, report, variants
 
 BASELINE = report.BASELINE
@@ -32,53 +32,18 @@ TRUE_DTYPES = ("float32", "float16", "bfloat16", "uint8", "bool")
 BACKENDS = ["tensorflow", "jax", "torch"]
 
 
-def _parse_size(text):
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--sizes: {text!r} is not like 16x512x512x1")
-    return dims
-
-
-def _parse_dtypes(text):
-    pred, _, true = text.partition("/")
-    if pred not in PRED_DTYPES or true not in TRUE_DTYPES:
-        raise argparse.ArgumentTypeError(
-            f"--dtypes: {text!r} is not PRED/TRUE with PRED in {PRED_DTYPES} and TRUE in "
-            f"{TRUE_DTYPES}, e.g. bfloat16/uint8")
-    return pred, true
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_slug(device):
-    cpu = re.sub(r"[^a-z0-9]+", "-", _cpu_name().lower()).strip("-")
-    return f"{device}-{cpu}-{os.cpu_count()}c"
-
-
 def _read_bandwidth(tf, nbytes, rounds):
     """Streaming-read GB/s over a float32 buffer of ``nbytes``: the best of the probes.
 
     Probes: TensorFlow's reduce_sum and, when built, the native kernel's plain
     vectorized read loop (op WiouStreamRead). Returns (best GB/s, {probe: GB/s}).
     """
-    from wiou_ops import _native
+    from wiou_ops._kernels import native
 
     buf = tf.ones([nbytes // 4], tf.float32)
     probes = {"tf.reduce_sum": tf.function(tf.reduce_sum)}
-    if _native.stream_read(tf.ones([1])) is not None:
-        probes["native stream read"] = tf.function(_native.stream_read)
+    if native.stream_read(tf.ones([1])) is not None:
+        probes["native stream read"] = tf.function(native.stream_read)
     calls = {name: (lambda fn=fn: fn(buf).numpy()) for name, fn in probes.items()}
     times = harness.interleaved_times(calls, rounds=rounds)
     gbps = {name: nbytes / harness.summarize(t)["median_ms"] / 1e6 for name, t in times.items()}
@@ -105,12 +70,13 @@ def run(args):
     implementations = args.implementations or available
     unknown = sorted(set(implementations) - set(available))
     if unknown:
-        raise SystemExit(f"wiou-bench: --implementations {unknown} not available; "
-                         f"have {available}.")
+        raise SystemExit(f"wiou-bench: --implementations {unknown} not available in this "
+                         f"process; have {available}.")
     names = variants.variant_names(implementations)
     rounds = 5 if args.quick else args.rounds
     results = {
-        "device": args.device, "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "device": args.device, "cpu": harness.cpu_name(), "isa": harness.cpu_isa(),
+        "cores": os.cpu_count(),
         "python": sys.version.split()[0], "tensorflow": tf.__version__,
         "keras": keras.__version__, "wiou_ops": wiou_ops.__version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -123,7 +89,7 @@ def run(args):
         bandwidth, probes = _read_bandwidth(tf, max(4 * n, 1 << 26), rounds)
         for pred_dtype, true_dtype in args.dtypes:
             y_true, y_pred = variants.make_inputs(shape, pred_dtype, true_dtype)
-            want, _ = harness.seed_loss_float64(y_true.numpy(),
+            want, _ = oracle.seed_loss_float64(y_true.numpy(),
                                                 tf.cast(y_pred, tf.float32).numpy(),
                                                 *variants.WEIGHTS)
             for pass_name in args.passes:
@@ -169,30 +135,21 @@ def run(args):
 def _time_label_masks(tf, sizes, dtypes, rounds):
     """What the native gradient from label masks buys: native as shipped against native
     with the backward from y and p, forward+backward, interleaved, every size and dtype."""
-    from wiou_ops import _dispatch, _native
-
-    implementations = _dispatch._tf_implementations()
-    shipped = implementations["native"]
-    from_inputs = _native.make(_native._library, write_masks=False)
     rows = []
     for shape in sizes:
         for pred_dtype, true_dtype in dtypes:
             _progress(f"label masks: {'x'.join(map(str, shape))} {pred_dtype}/{true_dtype}")
             y_true, y_pred = variants.make_inputs(shape, pred_dtype, true_dtype)
             calls = {}
-            for name, impl in (("label masks", shipped), ("y and p", from_inputs)):
-                fn = variants.build("wiou_ops native tf.function", "forward+backward")
-                implementations["native"] = impl  # read once, when the first call traces
-                try:
-                    fn(y_true, y_pred)
-                finally:
-                    implementations["native"] = shipped
+            for name, write_masks in (("label masks", True), ("y and p", False)):
+                fn = variants.build_native(write_masks)
                 calls[name] = lambda fn=fn: fn(y_true, y_pred)[0].numpy()
-            timed = {name: harness.summarize(secs) for name, secs in
-                     harness.interleaved_times(calls, rounds=rounds).items()}
+            samples = harness.interleaved_times(calls, rounds=rounds)
             rows.append({"shape": list(shape), "pred_dtype": pred_dtype,
                          "true_dtype": true_dtype,
-                         "median_ms": {name: t["median_ms"] for name, t in timed.items()}})
+                         "median_ms": {name: harness.summarize(secs)["median_ms"]
+                                       for name, secs in samples.items()},
+                         "samples_s": samples})
     return rows
 
 
@@ -220,7 +177,8 @@ def _time_options(tf, shape, implementations, rounds):
             "baseline_ms": timed.pop(BASELINE)["median_ms"],
             "implementations": list(implementations),
             "option_sets": list(variants.OPTION_SETS),
-            "median_ms": {name: stats["median_ms"] for name, stats in timed.items()}}
+            "median_ms": {name: stats["median_ms"] for name, stats in timed.items()},
+            "samples_s": samples}
 
 
 def _run_in_backend(backend, rest):
@@ -262,15 +220,18 @@ def main(argv=None):
                              "torch: seed class vs wiou_ops on Keras's PyTorch backend, CPU "
                              "(python -m wiou_ops.bench.torch_bench --help)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--sizes", nargs="+", type=_parse_size, default=None,
+    parser.add_argument("--sizes", nargs="+", type=harness.size_argument, default=None,
                         help="shapes like 16x512x512x1 (default per device)")
-    parser.add_argument("--dtypes", nargs="+", type=_parse_dtypes, default=None,
-                        help=f"PRED/TRUE pairs (default: {' '.join(DEFAULT_DTYPES)})")
+    parser.add_argument("--dtypes", nargs="+",
+                        type=harness.dtype_pair_argument(PRED_DTYPES, TRUE_DTYPES),
+                        default=None, help=f"PRED/TRUE pairs (default: {' '.join(DEFAULT_DTYPES)})")
     parser.add_argument("--passes", nargs="+", choices=variants.PASSES,
                         default=list(variants.PASSES))
-    parser.add_argument("--implementations", nargs="+", default=None,
+    parser.add_argument("--implementations", nargs="+", choices=("native", "xla", "graph"),
+                        default=None,
                         help="wiou_ops implementations to time (default: all available)")
-    parser.add_argument("--rounds", type=int, default=20, help="timed rounds per variant (>= 1)")
+    parser.add_argument("--rounds", type=harness.positive_int, default=20,
+                        help="timed rounds per variant (>= 1)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the per-variant peak-memory subprocesses (forward+backward, "
                              "first dtype pair of each size)")
@@ -279,9 +240,7 @@ def main(argv=None):
                              "per_image, ...) costs on each implementation")
     parser.add_argument("--quick", action="store_true",
                         help="5 rounds, float32/float32 only, no memory: a smoke run")
-    parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="folder for results.json, report.md, report.png "
-                             "(default benchmarks/results/<machine>)")
+    harness.add_out_arguments(parser, "<device>-<processor>-<cores>c")
     parser.add_argument("--e2e", action="store_true",
                         help="then train a small U-Net with each loss (wiou_ops.bench.e2e) "
                              "and write e2e.md/e2e.json into the same folder")
@@ -289,16 +248,15 @@ def main(argv=None):
                         help="then time cross_replica's all-reduce on 2 and 4 logical CPU "
                              "devices (wiou_ops.bench.distribute) into distribute.md/json")
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    args.sizes = args.sizes or [_parse_size(s) for s in DEFAULT_SIZES[args.device]]
+    args.sizes = args.sizes or [harness.size_argument(s) for s in DEFAULT_SIZES[args.device]]
     if args.dtypes is None:
+        parse_pair = harness.dtype_pair_argument(PRED_DTYPES, TRUE_DTYPES)
         args.dtypes = [("float32", "float32")] if args.quick else [
-            _parse_dtypes(d) for d in DEFAULT_DTYPES]
+            parse_pair(d) for d in DEFAULT_DTYPES]
     if args.quick:
         args.memory = False
+    out = harness.out_folder(args, harness.machine_slug(args.device))
     results = run(args)
-    out = args.out or pathlib.Path("benchmarks/results") / machine_slug(args.device)
     text = report.write(results, out)
     print(text)
     _progress(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.png'}")

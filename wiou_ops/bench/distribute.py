@@ -26,6 +26,8 @@ import pathlib
 import subprocess
 import sys
 
+from wiou_ops.bench import harness
+
 VARIANTS = ("seed, cross_replica=False", "seed, cross_replica=True",
             "pixel, cross_replica=False", "pixel, cross_replica=True",
             "all-reduce alone")
@@ -39,7 +41,7 @@ def _measure(replicas, shape, rounds):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
     import wiou_ops
-    from wiou_ops.bench import harness, variants
+    from wiou_ops.bench import variants
 
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
     y_np, p_np = (t.numpy() for t in variants.make_inputs(shape, "float32", "float32"))
@@ -125,32 +127,33 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m wiou_ops.bench.distribute",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replicas", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--size", default="16x512x512x1")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser.add_argument("--replicas", type=harness.positive_int, nargs="+", default=[2, 4],
+                        help="logical CPU device counts, each >= 2 (default: 2 4)")
+    parser.add_argument("--size", type=harness.size_argument, default=(16, 512, 512, 1),
+                        help="global batch shape like 16x512x512x1")
+    parser.add_argument("--rounds", type=harness.positive_int, default=20)
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="also write distribute.json and distribute.md there")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    shape = tuple(int(d) for d in args.size.split("x"))
+    shape = args.size
+    if any(r < 2 for r in args.replicas):
+        parser.error(f"--replicas: each count must be >= 2, got {args.replicas}")
     if any(shape[0] % r for r in args.replicas):
         parser.error(f"--size: the batch {shape[0]} must split evenly over {args.replicas}")
     if args.child is not None:
         print(json.dumps(_measure(args.child, shape, args.rounds)), flush=True)
         return
-    import platform
-
     import tensorflow as tf
 
-    from wiou_ops.bench.__main__ import _cpu_name
-
-    results = {"cpu": _cpu_name() or platform.machine(), "cores": os.cpu_count(),
+    results = {"cpu": harness.cpu_name(), "cores": os.cpu_count(),
                "tensorflow": tf.__version__, "shape": list(shape), "rounds": args.rounds,
                "replicas": args.replicas, "times": {}}
     for replicas in args.replicas:
         print(f"[wiou-bench distribute] {replicas} logical devices", file=sys.stderr, flush=True)
         child = subprocess.run(
             [sys.executable, "-m", "wiou_ops.bench.distribute", "--child", str(replicas),
-             "--size", args.size, "--rounds", str(args.rounds)],
+             "--size", "x".join(map(str, shape)), "--rounds", str(args.rounds)],
             capture_output=True, text=True, timeout=1200,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         if child.returncode != 0:

@@ -1,15 +1,21 @@
 """End-to-end benchmark: a small U-Net trained with model.fit, seed class vs WeightedIoULoss.
 
-    python -m wiou_ops.bench.e2e [--steps 40] [--batch 8] [--size 128] [--data FOLDER] [--out DIR]
+    python -m wiou_ops.bench.e2e [--runs 3] [--steps 40] [--batch 8] [--size 128]
+                                 [--data FOLDER] [--out DIR]
 
-Each loss trains in a fresh process from the same initial weights on the same
+Every training runs in a fresh process from the same initial weights on the same
 batches (built-in synthetic roads, or ``--data`` tiles read with
-``data.image_mask_dataset``). Reported per loss: median step time (first
-three steps, which trace, left out), peak resident memory of the training
-above what model and data took, the IoU reached on held-out tiles, and the
-loss's share of the step (the loss alone, forward+backward at the same batch
-shape, over the step time). For a model of any size the loss is a small part
-of the step: this table says how small.
+``data.image_mask_dataset``), interleaved: seed, wiou_ops, seed, wiou_ops, ...
+(``--runs`` each), so that a machine that gets slower or faster during the
+benchmark weighs on both alike. One run per loss, in sequence, can show a 30 %
+difference that is not there. Reported per loss: the median step time over the
+runs' steps (first three steps of each run, which trace, left out), the spread
+of the runs' own medians, the speed-up with a bootstrap 95 % interval
+(resampling runs, then steps), peak resident memory of the training above what
+model and data took (Linux), the IoU reached on held-out tiles, and the loss's
+share of the step (the loss alone, forward+backward at the same batch shape,
+over the step time). For a model of any size the loss is a small part of the
+step: this table says how small.
 """
 
 import argparse
@@ -21,6 +27,8 @@ import sys
 import time
 
 import numpy as np
+
+from wiou_ops.bench import harness
 
 LOSSES = ("seed", "wiou_ops")
 
@@ -44,11 +52,15 @@ def unet(size, base=16):
 
 
 def _vm(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """A byte count from /proc/self/status (Linux), or None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _binary_iou(masks, probabilities):
@@ -87,13 +99,16 @@ def train_one(loss_name, steps, batch, size, data=None):
         def on_train_batch_end(self, step, logs=None):
             step_times.append(time.perf_counter() - self.start)
 
-    if os.path.exists("/proc/self/clear_refs"):
+    try:  # reset the resident high-water mark (Linux); elsewhere no peak is reported
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-    base = _vm("VmRSS")
+        base = _vm("VmRSS")
+    except OSError:
+        base = None
     history = model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[Timer()],
                         shuffle=False, verbose=0)
-    peak = _vm("VmHWM") - base
+    high = _vm("VmHWM")
+    peak = None if base is None or high is None else high - base
 
     held_images, held_masks = bench_data.synthetic_roads(32, size, seed=2)
     iou = _binary_iou(held_masks, model.predict(held_images, batch_size=batch, verbose=0))
@@ -123,29 +138,85 @@ def train_one(loss_name, steps, batch, size, data=None):
         "implementation": wiou_ops.last_implementation() if loss_name != "seed" else "seed",
         "step_ms_median": step_ms, "step_ms_p20": float(np.percentile(timed, 20) * 1e3),
         "step_ms_p80": float(np.percentile(timed, 80) * 1e3),
-        "peak_bytes": int(peak), "iou": iou, "final_loss": float(history.history["loss"][-1]),
+        "step_s": [float(t) for t in timed],
+        "peak_bytes": None if peak is None else int(peak), "iou": iou,
+        "final_loss": float(history.history["loss"][-1]),
         "loss_ms": loss_ms, "loss_share": loss_ms / step_ms,
     }
 
 
+def run_order(runs):
+    """seed, wiou_ops, seed, wiou_ops, ...: ``runs`` of each loss, interleaved."""
+    return [loss for _ in range(runs) for loss in LOSSES]
+
+
+def step_interval(seed_runs, our_runs, resamples=2000, seed=0):
+    """Bootstrap 95 % interval of median step(seed) / median step(wiou_ops): runs are
+    resampled (a run's process and the machine's state while it ran), then steps."""
+    rng = np.random.default_rng(seed)
+
+    def median_of_resample(runs):
+        chosen = [runs[k] for k in rng.integers(0, len(runs), len(runs))]
+        steps = np.concatenate([np.asarray(r["step_s"]) for r in chosen])
+        return np.median(steps[rng.integers(0, steps.size, steps.size)])
+
+    ratios = [median_of_resample(seed_runs) / median_of_resample(our_runs)
+              for _ in range(resamples)]
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def summary(runs):
+    """Per loss: runs pooled (median step), the spread of the runs' medians, the rest."""
+    rows = {}
+    for loss in LOSSES:
+        mine = [r for r in runs if r["loss"] == loss]
+        steps = np.concatenate([np.asarray(r["step_s"]) for r in mine]) * 1e3
+        peaks = [r["peak_bytes"] for r in mine if r["peak_bytes"] is not None]
+        rows[loss] = {
+            "implementation": mine[0]["implementation"], "runs": len(mine),
+            "step_ms_median": float(np.median(steps)),
+            "run_medians_ms": [r["step_ms_median"] for r in mine],
+            "loss_ms": float(np.median([r["loss_ms"] for r in mine])),
+            "peak_bytes": max(peaks) if peaks else None,
+            "final_loss": float(np.median([r["final_loss"] for r in mine])),
+            "iou": float(np.median([r["iou"] for r in mine])),
+        }
+    seed_runs = [r for r in runs if r["loss"] == "seed"]
+    our_runs = [r for r in runs if r["loss"] == "wiou_ops"]
+    rows["wiou_ops"]["speedup"] = rows["seed"]["step_ms_median"] / rows["wiou_ops"][
+        "step_ms_median"]
+    rows["wiou_ops"]["speedup_95"] = step_interval(seed_runs, our_runs)
+    return rows
+
+
 def markdown(runs):
     first = runs[0]
+    rows = summary(runs)
     lines = [
         "## End-to-end: U-Net, model.fit, seed class vs wiou_ops",
         "",
         f"{first['steps']} steps, batch {first['batch']}, {first['size']}x{first['size']} tiles "
-        f"({first['data']}), Adam 1e-3, same initial weights and batches; step times are "
-        "medians after the first three steps; IoU on 32 held-out tiles at threshold 0.5.",
+        f"({first['data']}), Adam 1e-3, same initial weights and batches. "
+        f"{rows['seed']['runs']} runs per loss, each in a fresh process, interleaved "
+        "(seed, wiou_ops, seed, ...). Step ms: median over all runs' steps after each run's "
+        "first three; runs: each run's own median; speed-up: seed step / wiou_ops step with "
+        "its bootstrap 95 % interval (runs resampled, then steps): an interval that contains "
+        "1.00 means no measurable difference. Values per run: medians over runs. IoU on 32 "
+        "held-out tiles at threshold 0.5.",
         "",
-        "| loss | implementation | step ms (p20-p80) | loss alone ms | loss share of step "
-        "| peak MB | final loss | IoU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| loss | implementation | step ms | runs' medians ms | speed-up (95 % CI) "
+        "| loss alone ms | loss share of step | peak MB | final loss | IoU |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in runs:
+    for loss, r in rows.items():
+        speedup = "1.00x (baseline)" if loss == "seed" else (
+            f"{r['speedup']:.2f}x ({r['speedup_95'][0]:.2f}-{r['speedup_95'][1]:.2f})")
+        peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e6:.0f}"
         lines.append(
-            f"| {r['loss']} | {r['implementation']} | {r['step_ms_median']:.1f} "
-            f"({r['step_ms_p20']:.1f}-{r['step_ms_p80']:.1f}) | {r['loss_ms']:.2f} | "
-            f"{100 * r['loss_share']:.1f} % | {r['peak_bytes'] / 1e6:.0f} | "
+            f"| {loss} | {r['implementation']} | {r['step_ms_median']:.1f} | "
+            + ", ".join(f"{m:.1f}" for m in r["run_medians_ms"]) + f" | {speedup} | "
+            f"{r['loss_ms']:.2f} | {100 * r['loss_ms'] / r['step_ms_median']:.1f} % | {peak} | "
             f"{r['final_loss']:.4f} | {r['iou']:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -153,6 +224,9 @@ def markdown(runs):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m wiou_ops.bench.e2e", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=harness.positive_int, default=3,
+                        help="trainings per loss, interleaved, each in a fresh process "
+                             "(default 3)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="tile side, a multiple of 4")
@@ -171,8 +245,10 @@ def main(argv=None):
         print(json.dumps(train_one(args.child, args.steps, args.batch, args.size, args.data)))
         return
     runs = []
-    for loss_name in LOSSES:
-        print(f"[wiou-bench e2e] training with the {loss_name} loss", file=sys.stderr, flush=True)
+    order = run_order(args.runs)
+    for k, loss_name in enumerate(order, 1):
+        print(f"[wiou-bench e2e] run {k}/{len(order)}: training with the {loss_name} loss",
+              file=sys.stderr, flush=True)
         command = [sys.executable, "-m", "wiou_ops.bench.e2e", "--child", loss_name,
                    "--steps", str(args.steps), "--batch", str(args.batch), "--size", str(args.size)]
         if args.data:

@@ -3,9 +3,12 @@
 Kept free of TensorFlow so its statistics can be tested on known inputs.
 """
 
+import argparse
 import json
 import os
 import pathlib
+import platform
+import re
 import sys
 import time
 
@@ -47,6 +50,36 @@ def summarize(seconds):
     }
 
 
+def ratio_interval(baseline_seconds, seconds, level=0.95, resamples=2000, seed=0):
+    """Bootstrap interval of ``median(baseline) / median(variant)`` (a speed-up).
+
+    The samples come from interleaved rounds, so round k of both was timed under the
+    same machine state: rounds are resampled as pairs (a round's noise stays in both),
+    when the counts match; otherwise each side is resampled on its own. Returns
+    (low, high) of the central ``level`` interval.
+    """
+    base = np.asarray(baseline_seconds, np.float64)
+    other = np.asarray(seconds, np.float64)
+    rng = np.random.default_rng(seed)
+    if base.size == other.size:
+        rows = rng.integers(0, base.size, (resamples, base.size))
+        ratios = np.median(base[rows], axis=1) / np.median(other[rows], axis=1)
+    else:
+        ratios = (np.median(base[rng.integers(0, base.size, (resamples, base.size))], axis=1)
+                  / np.median(other[rng.integers(0, other.size, (resamples, other.size))],
+                              axis=1))
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def speedup_text(baseline_seconds, seconds):
+    """'3.10x (2.95-3.24)': the speed-up of medians and its bootstrap 95 % interval."""
+    low, high = ratio_interval(baseline_seconds, seconds)
+    ratio = float(np.median(baseline_seconds) / np.median(seconds))
+    return f"{ratio:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def forward_bytes(n, pred_itemsize, true_itemsize):
     """Fewest bytes a forward must move: read y and p once."""
     return n * (pred_itemsize + true_itemsize)
@@ -61,57 +94,109 @@ def forward_backward_bytes(n, pred_itemsize, true_itemsize):
     return 2 * n * (pred_itemsize + true_itemsize) + n * pred_itemsize
 
 
-def seed_loss_float64(y_true, y_pred, weight_background, weight_foreground, epsilon=1e-7,
-                      chunks=16):
-    """The seed loss (mean reduction) in float64, read in chunks so that no
-    float64 copy of a large input is made. Returns ``(loss, (I, U, mean weight))``.
+# The machine a report was measured on, and the command-line pieces every benchmark shares.
 
-    Inputs are taken as the implementations see them (y_pred already rounded to
-    its dtype); ε and the clip bounds are the float32 constants the seed uses.
+DEFAULT_OUT_ROOT = pathlib.Path("wiou-bench-results")
+
+
+def cpu_name():
+    """The processor's model name (from /proc/cpuinfo on Linux), else what Python knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def cpu_isa():
+    """The widest x86 vector extension the CPU reports ("avx512", "avx2"), else "".
+
+    Part of a report's machine: the same processor name (a cloud VM's "AMD EPYC") can
+    come with or without AVX-512, and vector code runs at very different speeds.
     """
-    lo, hi = float(np.float32(epsilon)), float(np.float32(1.0 - epsilon))
-    y_all, p_all = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
-    inter = union = sum_y = 0.0
-    for y, p in zip(np.array_split(y_all, chunks), np.array_split(p_all, chunks)):
-        y = y.astype(np.float64)
-        p = np.clip(p.astype(np.float64), lo, hi)
-        inter += y @ p
-        union += y.sum() + p.sum() - y @ p
-        sum_y += y.sum()
-    n = max(y_all.size, 1)
-    mean_weight = (weight_background * (y_all.size - sum_y) + weight_foreground * sum_y) / n
-    return -np.log((inter + lo) / (union + lo)) * mean_weight, (inter, union, mean_weight)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    if "avx512f" in flags:
+                        return "avx512"
+                    return "avx2" if "avx2" in flags else ""
+    except OSError:
+        pass
+    return ""
 
 
-def seed_grad_error(y_true, y_pred, grad, sums, epsilon=1e-7, chunks=64):
-    """max |grad - float64 gradient| / max |float64 gradient| of the seed loss (mean
-    reduction; ``sums`` from ``seed_loss_float64``), in chunks (no float64 copy).
+def machine_slug(device):
+    """cpu-amd-epyc-avx2-2c, ...: the folder name of a report measured on this machine."""
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
+    isa = f"-{cpu_isa()}" if device == "cpu" and cpu_isa() else ""
+    return f"{device}-{cpu}{isa}-{os.cpu_count()}c"
 
-    The float64 gradient follows TensorFlow's clip rule: ties at ε and 1-ε pass.
-    """
-    inter, union, mean_weight = sums
-    lo, hi = float(np.float32(epsilon)), float(np.float32(1.0 - epsilon))
-    worst = scale = 0.0
-    parts = (np.array_split(np.asarray(a, np.float32).reshape(-1), chunks)
-             for a in (y_true, y_pred, grad))
-    for y, p, g in zip(*parts):
-        y, p = y.astype(np.float64), p.astype(np.float64)
-        want = mean_weight * ((1 - y) / (union + lo) - y / (inter + lo)) * ((p >= lo) & (p <= hi))
-        worst = max(worst, float(np.max(np.abs(g - want))))
-        scale = max(scale, float(np.max(np.abs(want))))
-    return worst / scale if scale else worst
+
+def size_argument(text):
+    """argparse type: "16x512x512x1" -> (16, 512, 512, 1), every dimension >= 1."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 16x512x512x1")
+    return dims
+
+
+def dtype_pair_argument(pred_dtypes, true_dtypes):
+    """argparse type for PRED/TRUE dtype pairs with the given choices."""
+    def parse(text):
+        pred, _, true = text.partition("/")
+        if pred not in pred_dtypes or true not in true_dtypes:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not PRED/TRUE with PRED in {pred_dtypes} and TRUE in "
+                f"{true_dtypes}, e.g. bfloat16/uint8")
+        return pred, true
+    return parse
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def add_out_arguments(parser, slug_help):
+    """--out DIR, or --out-root ROOT for ROOT/<machine> (default ./wiou-bench-results)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--out", type=pathlib.Path, default=None,
+                       help="folder for the results (default: OUT_ROOT/" + slug_help + ")")
+    group.add_argument("--out-root", type=pathlib.Path, default=DEFAULT_OUT_ROOT,
+                       help=f"results go to OUT_ROOT/{slug_help} (default: ./{DEFAULT_OUT_ROOT})")
+
+
+def out_folder(args, slug):
+    return args.out if args.out is not None else args.out_root / slug
 
 
 # The command-line skeleton of the per-backend benchmarks (jax_bench, torch_bench).
 
-def add_case_arguments(parser, dtype_pairs, sizes_default, sizes_help, out_help):
-    """--sizes, --dtypes, --rounds and --out, as every per-backend benchmark takes them."""
-    parser.add_argument("--sizes", nargs="+", default=sizes_default, help=sizes_help)
-    parser.add_argument("--dtypes", nargs="+", default=None,
+def add_case_arguments(parser, pred_dtypes, true_dtypes, dtype_pairs, sizes_help, slug_help):
+    """--sizes, --dtypes, --rounds, --out and --out-root, as every per-backend benchmark
+    takes them (validated: a bad value is an argparse error naming the argument)."""
+    parser.add_argument("--sizes", nargs="+", type=size_argument, default=None,
+                        help=sizes_help)
+    parser.add_argument("--dtypes", nargs="+",
+                        type=dtype_pair_argument(pred_dtypes, true_dtypes), default=None,
                         help="PRED/TRUE pairs (default: " + " ".join(
                             f"{p}/{t}" for p, t in dtype_pairs) + ")")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--out", type=pathlib.Path, default=None, help=out_help)
+    parser.add_argument("--rounds", type=positive_int, default=20)
+    add_out_arguments(parser, slug_help)
 
 
 def parse_case_arguments(parser, argv, backend, dtype_pairs):
@@ -121,16 +206,9 @@ def parse_case_arguments(parser, argv, backend, dtype_pairs):
     if os.environ.get("KERAS_BACKEND") != backend:
         raise SystemExit(f"{parser.prog} needs KERAS_BACKEND={backend} "
                          f"(wiou-bench --backend {backend} sets it).")
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    args.dtypes = dtype_pairs if args.dtypes is None else [tuple(d.split("/"))
-                                                           for d in args.dtypes]
+    if args.dtypes is None:
+        args.dtypes = list(dtype_pairs)
     return args
-
-
-def parse_shapes(sizes):
-    """["16x512x512x1", ...] -> [(16, 512, 512, 1), ...]."""
-    return [tuple(int(d) for d in size.lower().split("x")) for size in sizes]
 
 
 def run_cases(shapes, dtype_pairs, run_case, tag):

@@ -5,12 +5,13 @@ keras.ops, inputs cast to float32, gradient by autodiff) against the fused
 ``wiou_ops.jax`` loss, both under ``jax.jit(jax.value_and_grad)``, forward+
 backward; float32 and bfloat16 y_pred, float32 and uint8 y_true. wiou_ops.jax
 runs twice: with this device's default backward and with the other one (from
-1-byte label codes, or from y and p), so one run shows which is faster. Protocol as
-for TensorFlow (DESIGN.md): warm-up, every variant once per round in a seeded
-order, median/p20/p80, speed-ups against the seed measured in the same run,
+1-byte label codes, or from y and p; chosen by its ``backward`` argument), so one run
+shows which is faster. Protocol as for TensorFlow (docs/design.md): warm-up, every
+variant once per round in a seeded order, median/p20/p80, speed-ups against the seed
+measured in the same run with a bootstrap 95 % interval,
 copy and read bandwidth measured in the same run (byte floor = fewest bytes
 over the copy bandwidth), loss error against float64, gradient error against
-the float64 gradient (TensorFlow's clip rule, DESIGN.md).
+the float64 gradient (TensorFlow's clip rule, ``_iou.clip_passes``).
 
 Needs ``KERAS_BACKEND=jax`` before Keras is imported; ``wiou-bench --backend
 jax`` starts this module in a process that has it. TensorFlow is not imported.
@@ -19,17 +20,18 @@ jax`` starts this module in a process that has it. TensorFlow is not imported.
 """
 
 import argparse
-import contextlib
 import datetime
-import pathlib
 import platform
 import sys
 
+from wiou_ops import oracle
 from wiou_ops.bench import harness
 
 DEFAULT_SIZES = {"cpu": ["16x512x512x1", "64x512x512x1"],
                  "gpu": ["256x512x512x1", "1024x512x512x1"],
                  "tpu": ["256x512x512x1", "1024x512x512x1"]}
+PRED_DTYPES = ("float32", "float16", "bfloat16")
+TRUE_DTYPES = ("float32", "float16", "bfloat16", "uint8", "bool")
 DTYPES = [("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
           ("bfloat16", "uint8")]
 EPS, WB, WF = 1e-7, 0.5, 1.5
@@ -43,58 +45,41 @@ PALLAS = "wiou_ops.jax, Pallas forward + label codes, jit"
 def _default_backward():
     import jax
 
-    from wiou_ops import _jax
+    from wiou_ops._kernels import jax as jax_kernel
 
-    return "label codes" if jax.default_backend() in _jax._COMPACT_RESIDUAL_PLATFORMS \
-        else "y and p"
-
-
-@contextlib.contextmanager
-def _switched(module, **values):
-    """Module-level switches set while jit traces a variant (they are read at trace time)."""
-    saved = {name: getattr(module, name) for name in values}
-    for name, value in values.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
+    return ("label codes" if jax.default_backend() in jax_kernel.LABEL_CODE_PLATFORMS
+            else "y and p")
 
 
 def _variants(pallas):
+    """{name: jitted value_and_grad}: each wiou_ops variant chosen by its arguments."""
+    import functools
+
     import jax
     import jax.numpy as jnp
 
     import wiou_ops
-    from wiou_ops import _jax, _pallas
+    import wiou_ops.jax
 
     seed = wiou_ops.SeedWeightedIoULoss(WB, WF, EPS)
-    here = (jax.default_backend(),)
 
     def seed_loss(y_true, y_pred):  # what Keras's Loss.__call__ does before the seed's call()
         return seed(y_true.astype(jnp.float32), y_pred.astype(jnp.float32))
 
-    def fused_loss(y_true, y_pred):
-        return _jax.weighted_iou_loss(y_true, y_pred, weight_background=WB,
-                                      weight_foreground=WF, epsilon=EPS)
+    def fused(loss_fn, backward):
+        return functools.partial(loss_fn, weight_background=WB, weight_foreground=WF,
+                                 epsilon=EPS, backward=backward)
 
-    def other_backward_loss(y_true, y_pred):
-        # The backward this device does not take by default, so that one run shows
-        # whether the default is the faster one here.
-        codes_here = _default_backward() == "label codes"
-        with _switched(_jax, _COMPACT_RESIDUAL_PLATFORMS=() if codes_here else here):
-            return fused_loss(y_true, y_pred)
-
-    def pallas_loss(y_true, y_pred):
-        with _switched(_jax, _COMPACT_RESIDUAL_PLATFORMS=here), \
-                _switched(_pallas, FORWARD_PLATFORMS=here):
-            return fused_loss(y_true, y_pred)
-
-    other = FROM_INPUTS if _default_backward() == "label codes" else CODES
-    variants = {SEED: seed_loss, FUSED: fused_loss, other: other_backward_loss}
+    # The backward this device does not take by default, so that one run shows whether the
+    # default is the faster one here.
+    other, other_backward = ((FROM_INPUTS, "inputs") if _default_backward() == "label codes"
+                             else (CODES, "label_codes"))
+    variants = {SEED: seed_loss, FUSED: fused(wiou_ops.jax.weighted_iou_loss, "auto"),
+                other: fused(wiou_ops.jax.weighted_iou_loss, other_backward)}
     if pallas:
-        variants[PALLAS] = pallas_loss
+        from wiou_ops.experimental import pallas as pallas_kernel
+
+        variants[PALLAS] = fused(pallas_kernel.weighted_iou_loss, "label_codes")
     return {name: jax.jit(jax.value_and_grad(fn, argnums=1)) for name, fn in variants.items()}
 
 
@@ -142,7 +127,7 @@ def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
     samples = harness.interleaved_times(calls, rounds=rounds)
     y_np = np.asarray(y_true)
     p_np = np.asarray(y_pred.astype(jnp.float32))
-    want, sums = harness.seed_loss_float64(y_np, p_np, WB, WF, EPS, chunks=64)
+    want, sums = oracle.seed_loss_float64(y_np, p_np, WB, WF, EPS, chunks=64)
     n = int(np.prod(shape))
     case = {"shape": list(shape), "pred_dtype": pred_dtype, "true_dtype": true_dtype,
             "bytes": harness.forward_backward_bytes(n, y_pred.dtype.itemsize,
@@ -156,7 +141,7 @@ def run_case(fns, shape, pred_dtype, true_dtype, rounds, seed=0):
         stats["samples_s"] = secs
         value, grad = fns[name](y_true, y_pred)
         stats["rel_error"] = abs(float(value) - want) / abs(want)
-        stats["grad_rel_error"] = harness.seed_grad_error(
+        stats["grad_rel_error"] = oracle.seed_grad_error(
             y_np, p_np, np.asarray(grad.astype(jnp.float32)), sums, EPS)
         case["variants"][name] = stats
     return case
@@ -177,17 +162,17 @@ def markdown(results):
              f"`{FUSED}` takes this device's default backward (from "
              f"{results['default_backward']}). The backward from 1-byte label codes moves "
              f"fewer bytes than that floor ({code_ratios} of it), so it can go below 1.00.", "",
-             "| shape | y_pred/y_true | variant | median ms | p20 | p80 | vs seed | x byte floor "
-             "| loss rel. error | grad error vs float64 |",
+             "| shape | y_pred/y_true | variant | median ms | p20 | p80 | vs seed (95 % CI) "
+             "| x byte floor | loss rel. error | grad error vs float64 |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for case in results["cases"]:
         floor_ms = case["bytes"] / results["copy_gbps"] / 1e6
-        base = case["variants"][SEED]["median_ms"]
+        base = case["variants"][SEED]["samples_s"]
         for name, v in case["variants"].items():
             lines.append(
                 f"| {'x'.join(map(str, case['shape']))} | {case['pred_dtype']}/"
                 f"{case['true_dtype']} | {name} | {v['median_ms']:.3f} | {v['p20_ms']:.3f} | "
-                f"{v['p80_ms']:.3f} | {base / v['median_ms']:.2f}x | "
+                f"{v['p80_ms']:.3f} | {harness.speedup_text(base, v['samples_s'])} | "
                 f"{v['median_ms'] / floor_ms:.2f} | {v['rel_error']:.1e} | "
                 f"{v['grad_rel_error']:.1e} |")
     failures = [f"- {'x'.join(map(str, c['shape']))} {c['pred_dtype']}/{c['true_dtype']}: "
@@ -230,9 +215,7 @@ def device_slug():
 
     device = jax.devices()[0]
     if device.platform == "cpu":
-        from wiou_ops.bench.__main__ import machine_slug
-
-        return f"jax-{machine_slug('cpu')}"
+        return f"jax-{harness.machine_slug('cpu')}"
     kind = re.sub(r"[^a-z0-9]+", "-", device.device_kind.lower()).strip("-")
     return f"jax-{device.platform}-{kind}"
 
@@ -240,10 +223,10 @@ def device_slug():
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="wiou-bench --backend jax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    harness.add_case_arguments(parser, DTYPES, None,
+    harness.add_case_arguments(parser, PRED_DTYPES, TRUE_DTYPES, DTYPES,
                                "shapes like 1024x512x512x1 (default per device)",
-                               "default benchmarks/results/jax-<platform>-<device kind> "
-                               "(jax-cpu-<processor>-<cores>c on a CPU)")
+                               "jax-<platform>-<device kind> (jax-cpu-<processor>-<cores>c "
+                               "on a CPU)")
     parser.add_argument("--pallas", choices=("auto", "on", "off"), default="auto",
                         help="time the Pallas (Triton) forward too: auto = on a GPU; on "
                         "elsewhere runs it interpreted (slow: tiny sizes only)")
@@ -258,8 +241,8 @@ def main(argv=None):
 
     dtypes = args.dtypes
     platform_name = jax.default_backend()
-    sizes = args.sizes or DEFAULT_SIZES.get(platform_name, DEFAULT_SIZES["cpu"])
-    shapes = harness.parse_shapes(sizes)
+    shapes = args.sizes or [harness.size_argument(size) for size in
+                            DEFAULT_SIZES.get(platform_name, DEFAULT_SIZES["cpu"])]
     device = jax.devices()[0]
     results = {"backend": "jax", "device": f"{device.platform}:{device.device_kind}",
                "jax": jax.__version__, "keras": keras.__version__,
@@ -272,7 +255,7 @@ def main(argv=None):
     fns = _variants(args.pallas == "on" or (args.pallas == "auto" and platform_name == "gpu"))
     results["cases"] = harness.run_cases(
         shapes, dtypes, lambda *case: run_case(fns, *case, args.rounds), "wiou-bench jax")
-    out = args.out or pathlib.Path("benchmarks/results") / device_slug()
+    out = harness.out_folder(args, device_slug())
     if args.hlo == "on" or (args.hlo == "auto" and platform_name == "gpu"):
         out.mkdir(parents=True, exist_ok=True)
         _write_hlo(fns, shapes[-1], dtypes[0], out)

@@ -7,7 +7,21 @@ import json
 import pathlib
 import sys
 
+from wiou_ops.bench import harness
+
 BASELINE, BASELINE_EAGER = "seed tf.function", "seed eager"
+
+
+def _speedup(base, variant, base_ms, variant_ms):
+    """The speed-up with its bootstrap 95 % interval when the samples were kept."""
+    if base is not None and variant is not None:
+        return harness.speedup_text(base, variant)
+    return f"{base_ms / variant_ms:.2f}x"
+
+
+def _isa(results):
+    isa = results.get("isa")
+    return f" ({isa.upper()})" if isa else ""
 
 
 def _shape(case):
@@ -18,10 +32,12 @@ def markdown(results):
     lines = [
         f"# wiou-bench: seed class vs wiou_ops ({results['device']})",
         "",
-        f"Machine: {results['cpu']}, {results['cores']} cores. TensorFlow {results['tensorflow']}, "
+        f"Machine: {results['cpu']}{_isa(results)}, {results['cores']} cores. "
+        f"TensorFlow {results['tensorflow']}, "
         f"Keras {results['keras']}, Python {results['python']}, wiou_ops {results['wiou_ops']}. "
         f"{results['timestamp']}. Median of {results['rounds']} interleaved rounds after warm-up; "
-        "speed-ups against the seed class measured in the same run.",
+        "speed-ups against the seed class measured in the same run, with their bootstrap 95 % "
+        "interval over the rounds in brackets.",
         "",
         "Byte floor: fewest bytes (forward: read y and p; forward+backward: read them twice and "
         "write the gradient) over the best streaming-read bandwidth measured in the same run. It "
@@ -32,8 +48,8 @@ def markdown(results):
     ]
     for case in results["cases"]:
         floor_ms = case["bytes"] / case["read_gbps"] / 1e6
-        base = case["variants"][BASELINE]["median_ms"]
-        base_eager = case["variants"][BASELINE_EAGER]["median_ms"]
+        base_run = case["variants"][BASELINE]
+        eager_run = case["variants"][BASELINE_EAGER]
         lines += [
             "",
             f"## {_shape(case)}, y_pred {case['pred_dtype']}, y_true {case['true_dtype']}, "
@@ -48,9 +64,13 @@ def markdown(results):
         ]
         for name, v in case["variants"].items():
             peak = v.get("peak_bytes")
+            vs_seed = _speedup(base_run.get("samples_s"), v.get("samples_s"),
+                               base_run["median_ms"], v["median_ms"])
+            vs_eager = _speedup(eager_run.get("samples_s"), v.get("samples_s"),
+                                eager_run["median_ms"], v["median_ms"])
             lines.append(
                 f"| {name} | {v['median_ms']:.2f} | {v['p20_ms']:.2f} | {v['p80_ms']:.2f} | "
-                f"{base / v['median_ms']:.2f}x | {base_eager / v['median_ms']:.2f}x | "
+                f"{vs_seed} | {vs_eager} | "
                 f"{v['median_ms'] / floor_ms:.2f} | {v['effective_gbps']:.1f} | "
                 f"{'-' if peak is None else f'{peak / 1e6:.0f}'} | {v['rel_error']:.1e} |")
     if results.get("options"):
@@ -73,8 +93,10 @@ def _label_masks_table(rows):
     ]
     for row in rows:
         masks, inputs = row["median_ms"]["label masks"], row["median_ms"]["y and p"]
+        samples = row.get("samples_s", {})
+        speedup = _speedup(samples.get("y and p"), samples.get("label masks"), inputs, masks)
         lines.append(f"| {_shape(row)} | {row['pred_dtype']}/{row['true_dtype']} | "
-                     f"{masks:.2f} | {inputs:.2f} | {inputs / masks:.2f}x |")
+                     f"{masks:.2f} | {inputs:.2f} | {speedup} |")
     return lines
 
 
@@ -86,17 +108,21 @@ def _options_table(options):
         f"## What each option costs: {_shape(options)}, y_pred {options['pred_dtype']}, "
         f"y_true {options['true_dtype']}, {options['pass']}",
         "",
-        f"Median ms (speed-up against the seed class in tf.function, {base:.2f} ms, same run). "
+        f"Median ms, speed-up against the seed class in tf.function ({base:.2f} ms, same run) "
+        "with its bootstrap 95 % interval. "
         "Weight map: a per-pixel float32 sample_weight, one more input stream.",
         "",
         "| options | " + " | ".join(impls) + " |",
         "|---|" + "---:|" * len(impls),
     ]
+    samples = options.get("samples_s", {})
     for option_set in options["option_sets"]:
         cells = []
         for impl in impls:
-            ms = options["median_ms"][f"{impl}|{option_set}"]
-            cells.append(f"{ms:.2f} ({base / ms:.1f}x)")
+            key = f"{impl}|{option_set}"
+            ms = options["median_ms"][key]
+            speedup = _speedup(samples.get(options["baseline"]), samples.get(key), base, ms)
+            cells.append(f"{ms:.2f}, {speedup}")
         lines.append(f"| {option_set} | " + " | ".join(cells) + " |")
     return lines
 

@@ -79,6 +79,30 @@ def build_option(impl, option_set):
     return run
 
 
+def build_native(write_masks):
+    """forward+backward of the default loss on the native kernel, in a tf.function, with
+    (``write_masks=True``, as shipped) or without the 2-bit label masks for the backward:
+    (y_true, y_pred) -> (loss, grad). The kernel variant is passed as an argument to the
+    TensorFlow backend; nothing in the library is changed."""
+    import tensorflow as tf
+
+    from wiou_ops._backends import tensorflow as tf_backend
+    from wiou_ops._common.options import validate_options
+    from wiou_ops._kernels import native
+
+    kernel = native.variant(write_masks)
+    options = validate_options(weight_background=WEIGHTS[0], weight_foreground=WEIGHTS[1])
+
+    @tf.function
+    def run(y_true, y_pred):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = tf_backend.compute(y_true, y_pred, None, None, options, impl=kernel)[1]
+        return loss, tape.gradient(loss, y_pred)
+
+    return run
+
+
 def make_inputs(shape, pred_dtype, true_dtype, seed=0):
     """Synthetic inputs: 5 % foreground labels, uniform predictions."""
     import numpy as np

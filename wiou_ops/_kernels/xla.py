@@ -1,6 +1,6 @@
-"""The fused IoU sums and their VJP in TensorFlow ops (semantics: ``_iou.py``).
+"""The fused IoU sums and their VJP in TensorFlow ops (the math: ``_iou.py``).
 
-One piece of math (wrapped by ``_fused.FusedIoUSums``), two ways to run it:
+One piece of math (wrapped by ``custom_gradient.FusedIoUSums``), two ways to run it:
 
 * ``xla``: forward and backward are each one ``tf.function(jit_compile=True)``:
   the sums come from one fused pass over ``y_true``, ``y_pred`` (and the
@@ -12,10 +12,12 @@ One piece of math (wrapped by ``_fused.FusedIoUSums``), two ways to run it:
 Both reshape the inputs to (G, n): G = batch size with ``per_image``, else 1.
 """
 
+import types
+
 import tensorflow as tf
 
 from wiou_ops import _iou
-from wiou_ops._fused import FusedIoUSums
+from wiou_ops._kernels.custom_gradient import FusedIoUSums
 
 try:  # XLA-only op; keeps XLA from merging the levels of a blocked sum.
     from tensorflow.compiler.tf2xla.python.xla import optimization_barrier
@@ -39,16 +41,21 @@ except KeyError:  # already registered by someone else
 _BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
 
 
-def accumulation_dtype(pred_dtype):
-    """float32 for 16/32-bit predictions (no 16-bit accumulation), else float64."""
-    return tf.float64 if pred_dtype == tf.float64 else tf.float32
+def _where(condition, x, y):
+    # tf.where does not convert a Python scalar to the other branch's dtype.
+    return tf.where(condition, x, tf.cast(y, x.dtype))
+
+
+# The array namespace ``_iou`` computes with (its docstring says which names).
+TF_OPS = types.SimpleNamespace(clip=tf.clip_by_value, sigmoid=tf.sigmoid, where=_where,
+                               log=tf.math.log)
 
 
 def _plain_sum(x):
     return tf.reduce_sum(x, axis=1)
 
 
-def _blocked_sum(x):
+def blocked_row_sums(x):
     """Row sums of a (G, n) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
 
     XLA:CPU's own float32 reduction is not accurate for every shape (a full
@@ -71,61 +78,44 @@ def _blocked_sum(x):
     return tf.reduce_sum(x, axis=1) + tf.add_n(tails)
 
 
+def accumulation_dtype(pred_dtype):
+    return tf.as_dtype(_iou.accumulation_dtype(pred_dtype.name))
+
+
 def _as_groups(x, spec, dtype):
-    """x reshaped to (G, n) and cast to ``dtype`` (inside XLA the cast fuses)."""
-    # int64 shapes: an image (or a batch) may hold more than 2^31 elements.
-    if spec.per_image:
-        shape = tf.shape(x, out_type=tf.int64)
-        x = tf.reshape(x, tf.stack([shape[0], tf.reduce_prod(shape[1:])]))
-    else:
-        x = tf.reshape(x, tf.constant([1, -1], tf.int64))
-    return tf.cast(x, dtype)
+    """x viewed as (G, n) (``_iou.group_shape``) and cast to ``dtype`` (the cast fuses)."""
+    # Static dimensions stay Python ints (a constant shape, no shape ops at run time);
+    # unknown ones come from tf.shape. int64 either way: an image (or a batch) may hold
+    # more than 2^31 elements.
+    dims = [dim if dim is not None else tf.shape(x, out_type=tf.int64)[axis]
+            for axis, dim in enumerate(x.shape.as_list())]
+    shape = [tf.constant(dim, tf.int64) if isinstance(dim, int) else dim
+             for dim in _iou.group_shape(dims, spec.per_image)]
+    return tf.cast(tf.reshape(x, tf.stack(shape)), dtype)
 
 
-def _probabilities(x, spec, acc):
-    """(p̂, q̂): clipped probabilities and 1 - p̂, or sigmoid(±z) for logits."""
-    if spec.from_logits:
-        return tf.sigmoid(x), tf.sigmoid(-x)
-    # Same constants as tf.clip_by_value(p, eps, 1 - eps) in the seed class.
-    lo, hi = tf.constant(spec.epsilon, acc), tf.constant(1.0 - spec.epsilon, acc)
-    p = tf.clip_by_value(x, lo, hi)
-    return p, 1.0 - p
-
-
-def _grouped_weight(y, weights, spec, acc):
-    """m (``_iou.element_weight``) with the weight map grouped like y; None for m = 1."""
-    weight_map = None if weights is None else _as_groups(weights, spec, acc)
-    return _iou.element_weight(y, weight_map, spec)
-
-
-def _terms(y_true, y_pred, weights, spec):
-    """The per-element terms of ``_iou.TERMS[spec.weighting]``, each (G, n)."""
+def _grouped(y_true, y_pred, weights, spec):
+    """(y, x, m) as (G, n) arrays in the accumulation dtype; m None for m = 1."""
     acc = accumulation_dtype(y_pred.dtype)
     y = _as_groups(y_true, spec, acc)
-    p, q = _probabilities(_as_groups(y_pred, spec, acc), spec, acc)
-    return _iou.terms(y, p, q, _grouped_weight(y, weights, spec, acc), spec)
+    weight_map = None if weights is None else _as_groups(weights, spec, acc)
+    return y, _as_groups(y_pred, spec, acc), _iou.element_weight(y, weight_map, spec)
 
 
 def _gradient(y_true, y_pred, weights, coef, spec):
-    """``m·(a·y + b·(1 - y))·dp̂`` per element, in y_pred's dtype and shape."""
-    acc = accumulation_dtype(y_pred.dtype)
-    y = _as_groups(y_true, spec, acc)
-    x = _as_groups(y_pred, spec, acc)
-    grad = _iou.vjp_factor(tf.cast(coef, acc), y, _grouped_weight(y, weights, spec, acc))
-    if spec.from_logits:
-        grad = grad * (tf.sigmoid(x) * tf.sigmoid(-x))
-    else:
-        lo, hi = tf.constant(spec.epsilon, acc), tf.constant(1.0 - spec.epsilon, acc)
-        grad = tf.where((x >= lo) & (x <= hi), grad, tf.zeros_like(grad))
+    """``_iou.input_gradient`` per element, in y_pred's dtype and shape."""
+    y, x, m = _grouped(y_true, y_pred, weights, spec)
+    grad = _iou.input_gradient(tf.cast(coef, x.dtype), y, x, m, spec, TF_OPS)
     return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
 
 
 def _make(name, jit):
     """(implementation, sums kernel, gradient kernel); the kernels compiled when ``jit``."""
-    sum_fn = _blocked_sum if jit else _plain_sum
+    sum_fn = blocked_row_sums if jit else _plain_sum
 
     def sums(y_true, y_pred, weights, spec):
-        return tf.stack([sum_fn(t) for t in _terms(y_true, y_pred, weights, spec)], axis=1)
+        y, x, m = _grouped(y_true, y_pred, weights, spec)
+        return tf.stack([sum_fn(t) for t in _iou.sums_terms(y, x, m, spec, TF_OPS)], axis=1)
 
     gradient = _gradient
     if jit:
@@ -144,8 +134,8 @@ def _make(name, jit):
 
 
 # Accurate row sums of a (G, n) float32 array, compiled (inlined into a caller's XLA
-# computation): for the full-size maps of Keras's reduction (``_reduction``).
-ROW_SUMS = tf.function(_blocked_sum, jit_compile=True, reduce_retracing=True)
+# computation): for the full-size maps of Keras's reduction (``_common.reduction``).
+ROW_SUMS = tf.function(blocked_row_sums, jit_compile=True, reduce_retracing=True)
 
 # The compiled kernels are named so that tests can read their optimized HLO.
 XLA, XLA_SUMS, XLA_GRADIENT = _make("xla", jit=True)

@@ -1,9 +1,11 @@
-"""Float64 NumPy oracle of the seed formula: value and gradient.
+"""The float64 NumPy oracle of every weighting: value and gradient, written out term by term.
 
+What the tests and the benchmarks check every implementation against (NumPy only).
 Inputs are taken exactly as the implementations see them (y_pred already
 rounded to its dtype); the clip bounds and ε are the float32 constants the
 seed class uses. Sample weights of the seed are applied as Keras applies them
-to the loss map (``keras_weighted``).
+to the loss map (``keras_weighted``). ``seed_loss_float64`` and ``seed_grad_error``
+read large inputs in chunks (no float64 copy of the whole input).
 """
 
 import numpy as np
@@ -97,7 +99,7 @@ def iou_value_and_grad(
     reduction="sum_over_batch_size",
     upstream=1.0,
 ):
-    """Every mode of DESIGN.md "Semantics", in float64, written out term by term.
+    """Every weighting and option (docs/design.md, "Semantics"), in float64, term by term.
 
     ``weight_map`` (y's shape) enters the sums (pixel/class); ``group_weight``
     ((B,) with per_image, else a scalar) multiplies each IoU's loss. Seed
@@ -164,3 +166,44 @@ def iou_value_and_grad(
         value = np.sum(loss * gw) / divisor
         d_loss = up * gw / divisor
     return value, (d_loss[:, None] * d_p).reshape(shape)
+
+
+def seed_loss_float64(y_true, y_pred, weight_background, weight_foreground, epsilon=1e-7,
+                      chunks=16):
+    """The seed loss (mean reduction) in float64, read in chunks so that no
+    float64 copy of a large input is made. Returns ``(loss, (I, U, mean weight))``.
+
+    Inputs are taken as the implementations see them (y_pred already rounded to
+    its dtype); ε and the clip bounds are the float32 constants the seed uses.
+    """
+    lo, hi = float(np.float32(epsilon)), float(np.float32(1.0 - epsilon))
+    y_all, p_all = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    inter = union = sum_y = 0.0
+    for y, p in zip(np.array_split(y_all, chunks), np.array_split(p_all, chunks)):
+        y = y.astype(np.float64)
+        p = np.clip(p.astype(np.float64), lo, hi)
+        inter += y @ p
+        union += y.sum() + p.sum() - y @ p
+        sum_y += y.sum()
+    n = max(y_all.size, 1)
+    mean_weight = (weight_background * (y_all.size - sum_y) + weight_foreground * sum_y) / n
+    return -np.log((inter + lo) / (union + lo)) * mean_weight, (inter, union, mean_weight)
+
+
+def seed_grad_error(y_true, y_pred, grad, sums, epsilon=1e-7, chunks=64):
+    """max |grad - float64 gradient| / max |float64 gradient| of the seed loss (mean
+    reduction; ``sums`` from ``seed_loss_float64``), in chunks (no float64 copy).
+
+    The float64 gradient follows TensorFlow's clip rule: ties at ε and 1-ε pass.
+    """
+    inter, union, mean_weight = sums
+    lo, hi = float(np.float32(epsilon)), float(np.float32(1.0 - epsilon))
+    worst = scale = 0.0
+    parts = (np.array_split(np.asarray(a, np.float32).reshape(-1), chunks)
+             for a in (y_true, y_pred, grad))
+    for y, p, g in zip(*parts):
+        y, p = y.astype(np.float64), p.astype(np.float64)
+        want = mean_weight * ((1 - y) / (union + lo) - y / (inter + lo)) * ((p >= lo) & (p <= hi))
+        worst = max(worst, float(np.max(np.abs(g - want))))
+        scale = max(scale, float(np.max(np.abs(want))))
+    return worst / scale if scale else worst

@@ -1,6 +1,7 @@
-"""The custom-gradient wrapper shared by every TensorFlow implementation.
+"""``tf.custom_gradient`` around a TensorFlow kernel: the wrapper ``xla``, ``graph`` and
+``native`` share.
 
-An implementation supplies two functions (semantics in ``_iou.py``):
+An implementation supplies two functions (the math: ``_iou.py``):
 
 * ``forward(y_true, y_pred, weights, spec, for_gradient) -> (sums, saved)``:
   sums (G, K) in the accumulation dtype (float32; float64 for float64

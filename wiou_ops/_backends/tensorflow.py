@@ -1,13 +1,88 @@
-"""The loss on the TensorFlow backend: input checks, implementation choice, eager graphs.
+"""The loss on the TensorFlow backend: input checks, the choice of kernel, eager graphs.
 
-``compute`` takes checked options from ``losses.validate_options``; the
-implementation (``native``/``xla``/``graph``) comes from ``_dispatch.select``
-and the reduction from ``losses.loss_from_sums``.
+``compute`` takes options checked by ``_common.options``, picks one of the
+TensorFlow implementations (``select``), runs its fused sums and turns them into
+the loss with ``_common.reduction``. ``implementation="auto"``:
+
+* inside an XLA context (a user's ``jit_compile=True`` step, TPU) -> ``xla``:
+  a native op there would break the user's compile;
+* CPU tensors outside XLA, native op loaded, dtypes it has kernels for ->
+  ``native``;
+* otherwise -> ``xla`` (its own nested ``jit_compile``): on GPU, and on CPU when
+  the native op is missing. ``graph`` (plain TensorFlow ops, no XLA) is slower
+  than ``xla`` on CPU (benchmarks/results/) and stays available by name.
 """
 
 import tensorflow as tf
 
-from wiou_ops import _dispatch, _fused, _xla, losses
+from wiou_ops._common import reduction
+from wiou_ops._kernels import custom_gradient, native, xla
+
+IMPLEMENTATIONS = {"xla": xla.XLA, "graph": xla.GRAPH}
+if native.NATIVE is not None:
+    IMPLEMENTATIONS = {"native": native.NATIVE, **IMPLEMENTATIONS}
+
+
+def available():
+    """Names of the implementations usable in this process, fastest on CPU first."""
+    return list(IMPLEMENTATIONS)
+
+
+def in_xla_context():
+    """True while tracing inside ``tf.function(jit_compile=True)`` or a TPU computation."""
+    try:  # private but stable for years; the same check tf.function itself uses.
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover
+        return False
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+
+
+def _on_cpu(tensor):
+    if not tf.config.list_logical_devices("GPU"):
+        return True
+    # With a GPU visible, an unplaced graph tensor will most likely go there.
+    return "CPU" in (getattr(tensor, "device", "") or "").upper()
+
+
+def _check_native(y_true, y_pred):
+    if "native" not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation='native' is not available: {native.UNAVAILABLE_REASON}. "
+            f"Available: {available()}."
+        )
+    if in_xla_context():
+        raise ValueError(
+            "implementation='native' cannot run inside an XLA computation "
+            "(jit_compile=True or TPU): use 'auto' or 'xla' there."
+        )
+    if not native.supports(y_true, y_pred):
+        raise TypeError(
+            "implementation='native' has kernels for y_pred float32/float16/bfloat16 and "
+            "y_true float32/float16/bfloat16/uint8/int32/bool, got y_pred "
+            f"{y_pred.dtype.name} and y_true {y_true.dtype.name}."
+        )
+
+
+def select(implementation, y_true, y_pred):
+    """The implementation object for ``implementation`` ("auto" or a name) and these inputs."""
+    if implementation == "auto":
+        use_native = (
+            "native" in IMPLEMENTATIONS
+            and not in_xla_context()
+            and _on_cpu(y_pred)
+            and native.supports(y_true, y_pred)
+        )
+        return IMPLEMENTATIONS["native" if use_native else "xla"]
+    if implementation == "native":
+        _check_native(y_true, y_pred)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"Unknown implementation={implementation!r}; expected 'auto' or one of "
+            f"{available()}.")
+    return IMPLEMENTATIONS[implementation]
 
 
 def as_inputs(y_true, y_pred, per_image=False):
@@ -80,15 +155,18 @@ def _checked(y_true, y_pred, sample_weight, options):
         return tf.identity(y_pred)
 
 
-def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None):
-    """Sums from the chosen implementation, then ``losses.loss_from_sums``.
+def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None, impl=None):
+    """Sums from the chosen implementation, then ``reduction.loss_from_sums``.
 
-    ``for_gradient``: whether a backward follows (None: ask the tapes, see ``_fused``).
+    ``for_gradient``: whether a backward follows (None: ask the tapes, see
+    ``custom_gradient.tape_records``). ``impl``: an implementation object to use
+    instead of ``select``'s choice (benchmarks compare kernel variants this way).
     """
     if options["check_inputs"]:
         y_pred = _checked(y_true, y_pred, sample_weight, options)
-    impl = _dispatch.select(options["implementation"], y_true, y_pred)
-    spec, weight_map, group_weight = losses.sums_plan(y_true, sample_weight, mask, options)
+    if impl is None:
+        impl = select(options["implementation"], y_true, y_pred)
+    spec, weight_map, group_weight = reduction.sums_plan(y_true, sample_weight, mask, options)
     sums = impl.sums(y_true, y_pred, weight_map, spec, for_gradient)
     count = None
     replica = _replica_context() if options["cross_replica"] else None
@@ -103,8 +181,9 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None):
         sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
         count = replica.all_reduce(tf.distribute.ReduceOp.SUM,
                                    tf.size(y_pred, out_type=tf.int64))
-    return losses.loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight,
-                                 options, count=count, row_sums=_xla.ROW_SUMS)
+    return reduction.loss_from_sums(
+        sums, y_true, y_pred, sample_weight, mask, group_weight, options, count=count,
+        row_sums=xla.ROW_SUMS, replicas=tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 def _replica_context():
@@ -141,17 +220,26 @@ def _graph_for(options, for_gradient):
     return graph
 
 
-def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
-    """The reduced loss (or the map for reduction "none") on the TensorFlow backend."""
+def compute(y_true, y_pred, sample_weight, mask, options, trace=True, impl=None):
+    """``(implementation name, loss)``: the reduced loss (or the map for reduction "none").
+
+    ``trace``: run eager calls as one cached graph (``_graph_for``). ``impl``: an
+    implementation object instead of ``select``'s choice (see ``fused_loss``); traced
+    in the caller's graph.
+    """
     y_true, y_pred = as_inputs(y_true, y_pred, options["per_image"])
+    if impl is not None:
+        return impl.name, fused_loss(y_true, y_pred, sample_weight, mask, options, impl=impl)
+    chosen = select(options["implementation"], y_true, y_pred).name
     if trace and tf.executing_eagerly():
         # Eager dispatch costs tens of microseconds per op, and the loss's
         # bookkeeping is ~40 small ops: more than the fused kernels
         # themselves at 16x512x512. One graph call replaces them. The
         # implementation is chosen here, on the eager inputs, so that every
         # call (not only the first trace) is dispatched and recorded.
-        chosen = _dispatch.select(options["implementation"], y_true, y_pred).name
-        graph = _graph_for(dict(options, implementation=chosen), _fused.tape_records(y_pred))
-        return graph(y_true, y_pred, sample_weight, mask)
-    return fused_loss(y_true, y_pred, sample_weight, mask, options)
+        graph = _graph_for(dict(options, implementation=chosen),
+                           custom_gradient.tape_records(y_pred))
+        return chosen, graph(y_true, y_pred, sample_weight, mask)
+    options = dict(options, implementation=chosen)
+    return chosen, fused_loss(y_true, y_pred, sample_weight, mask, options)
 

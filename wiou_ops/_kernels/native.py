@@ -1,6 +1,7 @@
-"""The native CPU kernel (kernels/): loading, version check, the ``native`` implementation.
+"""The native CPU kernel (C++ in ``kernels/``): loading, version check, the ``native``
+implementation.
 
-``setup.py`` compiles ``kernels/`` into ``_wiou_ops_native.so`` against the
+``setup.py`` compiles ``kernels/`` into ``wiou_ops/_wiou_ops_native.so`` against the
 installed TensorFlow and stamps that TensorFlow's version into the file
 (``WIOU_BUILT_FOR_TENSORFLOW=...``). Loading an op library built for another
 TensorFlow can crash the process, so the stamp is read from the file's bytes
@@ -20,7 +21,7 @@ import warnings
 
 import tensorflow as tf
 
-from wiou_ops._fused import FusedIoUSums
+from wiou_ops._kernels.custom_gradient import FusedIoUSums
 
 LIBRARY_NAME = "_wiou_ops_native.so"
 _STAMP = re.compile(rb"WIOU_BUILT_FOR_TENSORFLOW=([0-9A-Za-z.+\-]+)\n")
@@ -29,10 +30,11 @@ DISABLE_VARIABLE = "WIOU_OPS_DISABLE_NATIVE"
 PRED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 TRUE_DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.uint8, tf.int32, tf.bool)
 
-_HERE = pathlib.Path(__file__).resolve().parent
+# The library sits beside the package's __init__.py (setup.py puts it there).
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 
 
-def load(directory=_HERE):
+def load(directory=_PACKAGE):
     """Returns ``(op_library, None)`` or ``(None, reason it is not available)``."""
     if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
         return None, f"disabled by {DISABLE_VARIABLE}"
@@ -111,8 +113,14 @@ def make(library, write_masks=True):
     return FusedIoUSums("native", forward, backward)
 
 
+def variant(write_masks):
+    """The ``native`` implementation with or without the label masks (benchmarks compare
+    the two); None when the kernel is not available."""
+    return make(_library, write_masks=write_masks) if _library is not None else None
+
+
 _library, UNAVAILABLE_REASON = load()
-NATIVE = make(_library) if _library is not None else None
+NATIVE = variant(write_masks=True)
 if NATIVE is None and not UNAVAILABLE_REASON.startswith("disabled"):
     warnings.warn(
         f"wiou_ops: {UNAVAILABLE_REASON}. Falling back to the 'xla' implementation on CPU.",

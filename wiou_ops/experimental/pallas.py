@@ -1,8 +1,9 @@
-"""A Pallas (Triton) forward for NVIDIA GPUs: the sums and the label codes in one pass.
+"""Experimental: a Pallas (Triton) forward for NVIDIA GPUs, the sums and the label codes
+in one pass.
 
-``_jax`` computes the sums and the 1-byte label codes (``_iou.label_codes``) as
-separate XLA expressions and relies on XLA's multi-output fusion to read y and p
-once for both. This kernel does it by construction: each program reads one
+The JAX kernel (``wiou_ops._kernels.jax``) computes the sums and the 1-byte label
+codes (``_iou.label_codes``) as separate XLA expressions and relies on XLA's
+multi-output fusion to read y and p once for both. This kernel does it by construction: each program reads one
 block of y and p, writes the block's codes and one partial sum per term (and the
 count of soft labels); XLA adds the partial sums (a few per 4096 pixels). The
 backward from the codes is a plain XLA elementwise pass, already minimal.
@@ -15,26 +16,50 @@ Per block b of group g (``_iou.terms``, codes as in ``_iou.label_codes``)::
 
 For hard labels without weight map or logits only (where the codes apply).
 ``interpret=True`` runs the same kernel on any backend (the tests, on CPU).
-Not the default anywhere until a GPU run shows it wins (``FORWARD_PLATFORMS``).
-JAX 0.11 deprecates Pallas's Triton backend for Mosaic GPU (it still lowers and
-runs there): a kernel kept after a GPU run should move to Mosaic GPU.
+No default path runs it: ``weighted_iou_loss`` here is ``wiou_ops.jax``'s loss with
+this forward, for the GPU benchmark to time against the default. JAX 0.11
+deprecates Pallas's Triton backend for Mosaic GPU (it still lowers and runs there):
+a kernel kept after a GPU run should move to Mosaic GPU.
 """
+
+import types
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+import wiou_ops.jax
 from wiou_ops import _iou
 
 BLOCK = 4096  # pixels per program: a power of two (Triton), 16 per thread at 8 warps
 NUM_WARPS = 8
-FORWARD_PLATFORMS = ()  # where _jax uses this forward; empty until measured on a GPU
 _LABEL_DTYPES = ("float32", "float16", "bfloat16", "uint8", "int8", "int32")
 _PRED_DTYPES = ("float32", "float16", "bfloat16")
 
 
+def weighted_iou_loss(y_true, y_pred, **options):
+    """``wiou_ops.jax.weighted_iou_loss`` with this kernel as the forward (and the backward
+    from its label codes) where it applies; the default kernel elsewhere."""
+    options.setdefault("backward", "label_codes")
+    options.setdefault("sample_weight", None)
+    options.setdefault("reduction", "sum_over_batch_size")
+    options.setdefault("axis_name", None)
+    return wiou_ops.jax._loss(y_true, y_pred, codes_forward=_forward_if_supported, **options)
+
+
+def _forward_if_supported(y, x, spec):
+    """The kernel's ``codes_forward`` hook: None where this kernel does not apply."""
+    return sums_and_codes(y, x, spec) if supports(y, x, spec, None) else None
+
+
+# ``_iou``'s array namespace, with the clip as min/max (what Triton lowers).
+PALLAS_OPS = types.SimpleNamespace(
+    clip=lambda x, lo, hi: jnp.minimum(jnp.maximum(x, lo), hi), sigmoid=jax.nn.sigmoid,
+    where=jnp.where, log=jnp.log)
+
+
 def supports(y_true, y_pred, spec, weights):
-    """Whether this kernel computes what ``_jax`` asks for these inputs."""
+    """Whether this kernel computes what the JAX kernel asks for these inputs."""
     return (weights is None and not spec.from_logits and y_pred.size < 2**31  # int32 offsets
             and str(y_true.dtype) in _LABEL_DTYPES and str(y_pred.dtype) in _PRED_DTYPES)
 
@@ -49,15 +74,14 @@ def sums_and_codes(y, x, spec, *, interpret=None):
     groups, n = x.shape
     blocks = pl.cdiv(n, BLOCK)
     num_terms = spec.num_terms
-    eps = spec.epsilon
 
     def kernel(y_ref, x_ref, codes_ref, *partial_refs):
         index = pl.program_id(1) * BLOCK + jnp.arange(BLOCK)
         valid = index < n  # the last block of a group may run past its end
         y_blk = _load(y_ref, valid, interpret).astype(jnp.float32)
         x_blk = _load(x_ref, valid, interpret).astype(jnp.float32)
-        p = jnp.minimum(jnp.maximum(x_blk, eps), 1.0 - eps)
-        terms = _iou.terms(y_blk, p, 1.0 - p, _iou.element_weight(y_blk, None, spec), spec)
+        terms = _iou.sums_terms(y_blk, x_blk, _iou.element_weight(y_blk, None, spec), spec,
+                                PALLAS_OPS)
         codes = _iou.label_codes(y_blk, x_blk, spec, jnp.where)
         _store(codes_ref, codes.astype(jnp.uint8), valid, interpret)
         soft = (codes == _iou.CODE_SOFT).astype(jnp.float32)

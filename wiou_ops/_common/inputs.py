@@ -1,0 +1,53 @@
+"""Input checks in ``keras.ops``, for the backends without a framework of their own here
+(Keras on JAX, PyTorch, NumPy). TensorFlow's checks run as graph assertions instead
+(``_backends.tensorflow``)."""
+
+import keras
+from keras import ops
+
+
+def as_inputs(y_true, y_pred, per_image=False):
+    """Tensors of the backend with checked dtypes and shapes; y_pred keeps its dtype."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    pred_dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    if not pred_dtype.startswith(("float", "bfloat")):
+        raise TypeError(
+            "y_pred must be a floating tensor of probabilities "
+            f"(float16, bfloat16, float32 or float64), got dtype {pred_dtype}.")
+    y_true = ops.convert_to_tensor(y_true)
+    true_dtype = keras.backend.standardize_dtype(y_true.dtype)
+    if not true_dtype.startswith(("float", "bfloat", "int", "uint", "bool")):
+        raise TypeError(f"y_true must be a float, integer or bool tensor, got dtype "
+                        f"{true_dtype}.")
+    true_shape, pred_shape = tuple(ops.shape(y_true)), tuple(ops.shape(y_pred))
+    if true_shape != pred_shape:
+        raise ValueError(
+            f"y_true and y_pred must have the same shape, got y_true.shape={true_shape} "
+            f"and y_pred.shape={pred_shape}. (A mask of shape (B, H, W) for predictions "
+            "of shape (B, H, W, 1) needs y_true[..., None].)")
+    if per_image and len(pred_shape) < 2:
+        raise ValueError(
+            "per_image=True needs a batch axis and at least one more: y_pred must have "
+            f"rank >= 2, got y_pred.shape={pred_shape}.")
+    return y_true, y_pred
+
+
+def _all(condition):
+    return bool(ops.convert_to_numpy(ops.all(condition)))
+
+
+def check_values(y_true, y_pred, sample_weight, options):
+    """``check_inputs=True``: the values, on the host; they must be concrete (eager)."""
+    y = ops.cast(y_true, "float32")
+    if not _all(ops.logical_and(y >= 0, y <= 1)):
+        raise ValueError("y_true must be in [0, 1] (check_inputs=True).")
+    if options["from_logits"]:
+        if not _all(ops.isfinite(y_pred)):
+            raise ValueError("y_pred (logits) must be finite (check_inputs=True).")
+    elif not _all(ops.logical_and(y_pred >= 0, y_pred <= 1)):
+        raise ValueError("y_pred must be probabilities in [0, 1] (from_logits=False; "
+                         "check_inputs=True).")
+    if sample_weight is not None:
+        weight = ops.cast(sample_weight, "float32")
+        if not _all(ops.logical_and(ops.isfinite(weight), weight >= 0)):
+            raise ValueError("sample_weight must be finite and >= 0 (check_inputs=True).")
