@@ -172,9 +172,9 @@ def test_train_step_with_cross_replica_compiles_with_xla(options):
     assert np.isfinite(float(loss)) and all(np.all(np.isfinite(g.numpy())) for g in grads)
 
 
-def test_readme_strategy_example_runs():
-    """The worked example in the README, as written (2 logical CPU devices)."""
-    readme = (ROOT / "README.md").read_text()
+def test_guide_strategy_example_runs():
+    """The worked example in the user guide, as written (2 logical CPU devices)."""
+    readme = (ROOT / "docs" / "guide.md").read_text()
     section = readme[readme.index("## Training on several devices"):]
     code = section[section.index("```python\n") + len("```python\n"):]
     code = code[:code.index("```")]

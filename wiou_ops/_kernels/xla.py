@@ -87,8 +87,13 @@ def _as_groups(x, spec, dtype):
     # Static dimensions stay Python ints (a constant shape, no shape ops at run time);
     # unknown ones come from tf.shape. int64 either way: an image (or a batch) may hold
     # more than 2^31 elements.
-    dims = [dim if dim is not None else tf.shape(x, out_type=tf.int64)[axis]
-            for axis, dim in enumerate(x.shape.as_list())]
+    if x.shape.rank is None:  # compiled kernels relax their input shapes, rank included
+        shape = tf.shape(x, out_type=tf.int64)
+        dims = [shape[0], tf.reduce_prod(shape[1:])] if spec.per_image else [tf.size(
+            x, out_type=tf.int64)]
+    else:
+        dims = [dim if dim is not None else tf.shape(x, out_type=tf.int64)[axis]
+                for axis, dim in enumerate(x.shape.as_list())]
     shape = [tf.constant(dim, tf.int64) if isinstance(dim, int) else dim
              for dim in _iou.group_shape(dims, spec.per_image)]
     return tf.cast(tf.reshape(x, tf.stack(shape)), dtype)
