@@ -252,3 +252,39 @@ def test_label_code_backward_against_float64_oracle():
         weight_background=0.5, weight_foreground=1.5)
     assert helpers.rel_err(np.asarray(value), want) <= helpers.VALUE_RTOL
     assert helpers.rel_err(np.asarray(grad), want_grad) <= helpers.GRAD_RTOL["float32"]
+
+
+def test_plain_jax_api_imports_without_keras_or_tensorflow():
+    """wiou_ops.jax needs JAX only: with Keras and TensorFlow unimportable, the package
+    imports, the plain-JAX loss runs, and the Keras names say what is missing."""
+    code = """
+        import importlib.abc, sys
+
+        class NoFrameworks(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("keras", "tensorflow"):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoFrameworks())
+        import jax.numpy as jnp
+        import wiou_ops.jax
+        y = jnp.asarray([[0.0, 1.0, 1.0, 0.0]])
+        p = jnp.asarray([[0.2, 0.7, 0.9, 0.4]])
+        print(float(wiou_ops.jax.weighted_iou_loss(y, p)))
+        assert not {"keras", "tensorflow"} & set(sys.modules)
+        import wiou_ops
+        try:
+            wiou_ops.WeightedIoULoss
+        except ImportError as error:
+            assert "Keras" in str(error) and "wiou_ops.jax" in str(error), error
+        else:
+            raise AssertionError("WeightedIoULoss imported without Keras")
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    inter, union = 0.7 + 0.9, 0.2 + 1.0 + 1.0 + 0.4  # y·p and y + p - y·p summed
+    want = -np.log((inter + 1e-7) / (union + 1e-7))
+    assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-6)

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "wiou_ops"
 
 # Top (imports anything below) to bottom (imports nothing of the package).
 LAYERS = [
-    ("benchmarks", ("wiou_ops.bench",)),
+    ("tools", ("wiou_ops.bench", "wiou_ops.info")),
     ("experimental", ("wiou_ops.experimental",)),
     ("package", ("wiou_ops",)),
     ("public API", ("wiou_ops.losses", "wiou_ops.jax", "wiou_ops.reference", "wiou_ops.oracle")),

@@ -188,3 +188,32 @@ def test_keras_mask_is_a_weight_map():
         want = wiou_ops.weighted_iou_loss(y, p, sample_weight=mask[..., None].astype(np.float32),
                                           weighting=weighting, **WEIGHTS)
         assert float(loss_fn(y, masked)) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_keras_mask_without_the_private_keras_helper(monkeypatch):
+    """wiou_ops reads Keras's mask through keras.src (no public API); if a Keras release
+    moves it, the tensor attribute Keras sets is read instead: same loss."""
+    import builtins
+
+    from wiou_ops._common import keras_compat
+
+    y, p, _ = _per_sample_inputs()
+    mask = np.ones(y.shape[:-1], bool)
+    mask[:, :5] = False
+    masked = tf.constant(p)
+    masked._keras_mask = tf.constant(mask)
+    loss_fn = wiou_ops.WeightedIoULoss(weighting="pixel", **WEIGHTS)
+    with_helper = float(loss_fn(y, masked))
+    real_import = builtins.__import__
+
+    def no_private_keras(name, *args, **kwargs):
+        if name.startswith("keras.src"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_private_keras)
+    assert keras_compat.get_keras_mask(masked) is masked._keras_mask
+    assert keras_compat.get_keras_mask(tf.constant(p)) is None
+    assert float(loss_fn(y, masked)) == with_helper
+    unmasked = float(loss_fn(y, tf.constant(p)))
+    assert unmasked != with_helper  # the mask did change the loss

@@ -276,3 +276,19 @@ def test_label_masks_are_written_only_for_a_gradient(monkeypatch):
     model.fit(y_pred, y_true, epochs=1, batch_size=2, verbose=0)
     model.evaluate(y_pred, y_true, batch_size=2, verbose=0)
     assert calls == [True, False]
+
+
+def test_info_reports_the_installation():
+    """python -m wiou_ops.info: versions, implementations, the kernel and its TensorFlow."""
+    out = subprocess.run([sys.executable, "-m", "wiou_ops.info"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(None, 1) for line in out.stdout.splitlines() if line.strip())
+    assert lines["wiou_ops"] == wiou_ops.__version__
+    assert lines["tensorflow"] == tf.__version__ and lines["keras_backend"] == "tensorflow"
+    assert lines["implementations"] == str(wiou_ops.available_implementations())
+    if "native" in wiou_ops.available_implementations():
+        assert lines["native_built_for_tensorflow"] == tf.__version__
+        assert lines["native_library"].endswith(_native.LIBRARY_NAME)
+    else:
+        assert lines["native_unavailable"] == _native.UNAVAILABLE_REASON

@@ -22,9 +22,9 @@ to use" has the guide; docs/design.md the layers and the numerics.
 
 import keras
 from keras import ops
-from keras.src import backend as keras_backend
 
 from wiou_ops import _router
+from wiou_ops._common.keras_compat import get_keras_mask
 from wiou_ops._common.options import validate_options
 
 
@@ -113,7 +113,7 @@ class WeightedIoULoss(keras.losses.Loss):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        mask = keras_backend.get_keras_mask(y_pred)
+        mask = get_keras_mask(y_pred)
         with keras.name_scope(self.name):
             loss = _router.compute(y_true, y_pred, sample_weight, mask, self._options)
             return ops.cast(loss, self.dtype)

@@ -15,44 +15,37 @@ float32/float16/bfloat16/uint8/int32/bool; other dtypes go to ``xla``.
 """
 
 import os
-import pathlib
-import re
 import warnings
 
 import tensorflow as tf
 
 from wiou_ops._kernels.custom_gradient import FusedIoUSums
+from wiou_ops._kernels.native_library import (  # noqa: F401 - LIBRARY_NAME: for callers
+    LIBRARY_NAME, PACKAGE_DIR, built_for, library_path)
 
-LIBRARY_NAME = "_wiou_ops_native.so"
-_STAMP = re.compile(rb"WIOU_BUILT_FOR_TENSORFLOW=([0-9A-Za-z.+\-]+)\n")
 DISABLE_VARIABLE = "WIOU_OPS_DISABLE_NATIVE"
 
 PRED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 TRUE_DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.uint8, tf.int32, tf.bool)
 
-# The library sits beside the package's __init__.py (setup.py puts it there).
-_PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 
-
-def load(directory=_PACKAGE):
+def load(directory=PACKAGE_DIR):
     """Returns ``(op_library, None)`` or ``(None, reason it is not available)``."""
     if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
         return None, f"disabled by {DISABLE_VARIABLE}"
-    directory = pathlib.Path(directory)
-    library = directory / LIBRARY_NAME
+    library = library_path(directory)
     if not library.exists():
         return None, (
             "the native CPU kernel is not built (no C++ compiler or no TensorFlow when the "
             "package was built); build it with `pip install --no-build-isolation -e .` "
             "or `make test`"
         )
-    stamp = _STAMP.search(library.read_bytes())
-    if stamp is None:
+    version = built_for(library)
+    if version is None:
         return None, f"{library} carries no TensorFlow version stamp; rebuild it"
-    built_for = stamp.group(1).decode()
-    if built_for != tf.__version__:
+    if version != tf.__version__:
         return None, (
-            f"the native CPU kernel was built for TensorFlow {built_for}, but TensorFlow "
+            f"the native CPU kernel was built for TensorFlow {version}, but TensorFlow "
             f"{tf.__version__} is running; rebuild it with `pip install --no-build-isolation -e .`"
         )
     try:

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from wiou_ops._kernels.native_library import cpu_isa  # noqa: F401 - part of the machine
+
 
 def interleaved_times(fns, rounds=20, warmup=3, clock=time.perf_counter, seed=0):
     """Runs every callable ``rounds`` times, interleaved: each round runs every variant once.
@@ -111,29 +113,10 @@ def cpu_name():
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
-def cpu_isa():
-    """The widest x86 vector extension the CPU reports ("avx512", "avx2"), else "".
-
-    Part of a report's machine: the same processor name (a cloud VM's "AMD EPYC") can
-    come with or without AVX-512, and vector code runs at very different speeds.
-    """
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    if "avx512f" in flags:
-                        return "avx512"
-                    return "avx2" if "avx2" in flags else ""
-    except OSError:
-        pass
-    return ""
-
-
 def machine_slug(device):
     """cpu-amd-epyc-avx2-2c, ...: the folder name of a report measured on this machine."""
     cpu = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
-    isa = f"-{cpu_isa()}" if device == "cpu" and cpu_isa() else ""
+    isa = f"-{cpu_isa()}" if device == "cpu" and cpu_isa() else ""  # see cpu_isa
     return f"{device}-{cpu}{isa}-{os.cpu_count()}c"
 
 
