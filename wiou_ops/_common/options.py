@@ -34,38 +34,35 @@ def check_choice(name, value, choices):
     return value
 
 
-def validate_options(
-    *,
-    weight_background=1.0,
-    weight_foreground=1.0,
-    epsilon=1e-7,
-    weighting="seed",
-    per_image=False,
-    from_logits=False,
-    log=True,
-    cross_replica=False,
-    check_inputs=False,
-    implementation="auto",
-    reduction="sum_over_batch_size",
-):
-    """Checks every option of ``WeightedIoULoss``; returns them as a dict of plain values."""
-    options = dict(
-        weight_background=check_weight("weight_background", weight_background),
-        weight_foreground=check_weight("weight_foreground", weight_foreground),
-        per_image=check_bool("per_image", per_image),
-        from_logits=check_bool("from_logits", from_logits),
-        log=check_bool("log", log),
-        cross_replica=check_bool("cross_replica", cross_replica),
-        check_inputs=check_bool("check_inputs", check_inputs),
-    )
+# Every option of WeightedIoULoss (its signature shows them to users) with its default.
+DEFAULTS = dict(
+    weight_background=1.0, weight_foreground=1.0, epsilon=1e-7, weighting="seed",
+    per_image=False, from_logits=False, log=True, cross_replica=False, check_inputs=False,
+    implementation="auto", reduction="sum_over_batch_size")
+
+
+def validate_options(**given):
+    """Checks every option of ``WeightedIoULoss`` (missing ones take ``DEFAULTS``);
+    returns them as a dict of plain values."""
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"Unknown option(s) {', '.join(unknown)}; expected some of "
+                        f"{', '.join(DEFAULTS)}.")
+    given = {**DEFAULTS, **given}
+    options = {name: check_weight(name, given[name])
+               for name in ("weight_background", "weight_foreground")}
+    options.update({name: check_bool(name, given[name]) for name in (
+        "per_image", "from_logits", "log", "cross_replica", "check_inputs")})
     if options["weight_background"] == 0 and options["weight_foreground"] == 0:
         raise ValueError("weight_background and weight_foreground cannot both be 0.")
+    epsilon = given["epsilon"]
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
         raise TypeError(f"epsilon must be a real number, got {epsilon!r}.")
     if not (0 < float(epsilon) < 0.5):
         raise ValueError(f"epsilon must be in (0, 0.5), got {epsilon!r}.")
     options["epsilon"] = float(epsilon)
-    options["weighting"] = check_choice("weighting", weighting, WEIGHTINGS)
-    options["implementation"] = check_choice("implementation", implementation, IMPLEMENTATIONS)
-    options["reduction"] = check_choice("reduction", reduction, REDUCTIONS)
+    options["weighting"] = check_choice("weighting", given["weighting"], WEIGHTINGS)
+    options["implementation"] = check_choice("implementation", given["implementation"],
+                                             IMPLEMENTATIONS)
+    options["reduction"] = check_choice("reduction", given["reduction"], REDUCTIONS)
     return options
