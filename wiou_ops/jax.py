@@ -52,8 +52,8 @@ def seed_weighted_iou_loss(y_true, y_pred, **options):
     return weighted_iou_loss(y_true, y_pred, weighting="seed", **options)
 
 
-def _loss(y_true, y_pred, *, sample_weight, reduction, axis_name, backward,
-          codes_forward=None, **loss_options):
+def _loss(y_true, y_pred, *, sample_weight=None, reduction="sum_over_batch_size",
+          axis_name=None, backward="auto", codes_forward=None, **loss_options):
     """``weighted_iou_loss`` with the kernel's ``codes_forward`` hook (experimental kernels)."""
     options = _options.validate_options(**loss_options)
     _check(y_true, y_pred, options, sample_weight, reduction, backward)

@@ -228,18 +228,17 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True, impl=None)
     in the caller's graph.
     """
     y_true, y_pred = as_inputs(y_true, y_pred, options["per_image"])
-    if impl is not None:
+    if impl is not None:  # a caller's kernel variant runs in the caller's graph
         return impl.name, fused_loss(y_true, y_pred, sample_weight, mask, options, impl=impl)
-    chosen = select(options["implementation"], y_true, y_pred).name
+    chosen = select(options["implementation"], y_true, y_pred)
     if trace and tf.executing_eagerly():
         # Eager dispatch costs tens of microseconds per op, and the loss's
         # bookkeeping is ~40 small ops: more than the fused kernels
         # themselves at 16x512x512. One graph call replaces them. The
         # implementation is chosen here, on the eager inputs, so that every
         # call (not only the first trace) is dispatched and recorded.
-        graph = _graph_for(dict(options, implementation=chosen),
+        graph = _graph_for(dict(options, implementation=chosen.name),
                            custom_gradient.tape_records(y_pred))
-        return chosen, graph(y_true, y_pred, sample_weight, mask)
-    options = dict(options, implementation=chosen)
-    return chosen, fused_loss(y_true, y_pred, sample_weight, mask, options)
+        return chosen.name, graph(y_true, y_pred, sample_weight, mask)
+    return chosen.name, fused_loss(y_true, y_pred, sample_weight, mask, options, impl=chosen)
 

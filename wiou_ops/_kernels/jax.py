@@ -150,7 +150,8 @@ def _label_codes(y_true, y_pred, spec, acc):
 
 def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name, backward, codes_forward):
     codes = fused = None
-    if uses_label_codes(spec, weights, backward) and codes_forward is not None:
+    label_codes = uses_label_codes(spec, weights, backward)
+    if label_codes and codes_forward is not None:
         fused = codes_forward(_as_groups(y_true, spec, y_true.dtype),
                               _as_groups(y_pred, spec, y_pred.dtype), spec)
     if fused is not None:
@@ -158,7 +159,7 @@ def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name, backward, codes_forw
         codes = tuple(codes)  # (codes, any soft label), as _label_codes returns
     else:
         sums = _local_sums(y_true, y_pred, weights, spec)
-        if uses_label_codes(spec, weights, backward):
+        if label_codes:
             codes = _label_codes(y_true, y_pred, spec, _accumulation_dtype(y_pred.dtype))
     return _global_sums(sums, spec, axis_name), (y_true, y_pred, weights, codes)
 

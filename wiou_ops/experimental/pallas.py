@@ -41,9 +41,6 @@ def weighted_iou_loss(y_true, y_pred, **options):
     """``wiou_ops.jax.weighted_iou_loss`` with this kernel as the forward (and the backward
     from its label codes) where it applies; the default kernel elsewhere."""
     options.setdefault("backward", "label_codes")
-    options.setdefault("sample_weight", None)
-    options.setdefault("reduction", "sum_over_batch_size")
-    options.setdefault("axis_name", None)
     return wiou_ops.jax._loss(y_true, y_pred, codes_forward=_forward_if_supported, **options)
 
 
