@@ -7,12 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NATIVE := wiou_ops/_wiou_ops_native.so
-KERNEL_SOURCES := $(wildcard kernels/*.cc kernels/*.h)
-# -Wno-*uninitialized: GCC 12 false positives inside its own AVX-512 intrinsic headers.
-LOOP_FLAGS := -std=c++17 -O3 -march=native -fno-strict-aliasing -Wall -Wextra \
-	-Wno-uninitialized -Wno-maybe-uninitialized
+KERNEL_SOURCES := $(wildcard kernels/*.cc kernels/*.h) wiou_ops/_kernels/native_build.py
 
-.PHONY: test bench venv native kernel-test clean
+.PHONY: test bench venv native kernel-test wheel test-compat clean
 
 venv: $(STAMP)
 
@@ -21,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[test,bench,release]"
 	touch $(STAMP)
 
 # The native CPU kernel, compiled against the venv's TensorFlow (setup.py).
@@ -29,22 +26,54 @@ native: $(NATIVE)
 $(NATIVE): $(STAMP) setup.py $(KERNEL_SOURCES)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 
-# The kernel math on its own, without TensorFlow.
+# The kernel math on its own, without TensorFlow, at every instruction-set level
+# this CPU has (the loops built as the library builds them: native_build.py).
 kernel-test: build/test_wiou_math
 	build/test_wiou_math
 build/test_wiou_math: $(KERNEL_SOURCES)
-	mkdir -p build
-	$(CXX) $(LOOP_FLAGS) -Ikernels kernels/test_wiou_math.cc kernels/wiou_math_instances.cc -o $@
+	$(PYTHON) wiou_ops/_kernels/native_build.py kernel-test $@
 
 # The unit tests, plus a seconds-long smoke of the pytest-benchmark suites
 # (tiny inputs, each benchmark run once). The tests past 2^31 elements run first, in
-# a pytest process of their own: they need most of the machine's memory.
+# a pytest process of their own: they need most of the machine's memory. The rest run
+# in two pytest-xdist workers (much of the time is XLA compiling and processes starting,
+# which one worker leaves half idle); loadgroup keeps test_wheel.py on one worker.
 test: $(STAMP) $(NATIVE) kernel-test
 	$(PY) -m pytest -q -m large tests
-	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q -m "not large" tests benchmarks --benchmark-disable
+	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q -m "not large" -n 2 --dist loadgroup \
+		tests benchmarks --benchmark-disable
+
+# A second version set, TensorFlow 2.20 with Keras 3.10 (the oldest Keras that TensorFlow
+# 2.20 accepts): the drop-in, float64-oracle, training-parity and native-kernel tests on
+# the checkout, in a venv of its own. The kernel for TensorFlow 2.20 is compiled on first
+# use into that venv's cache. The test tools are the test extra's (pyproject.toml); the
+# extra itself is not installed, since it pins TensorFlow 2.21.
+COMPAT_VENV := .venv-tf2.20
+$(COMPAT_VENV)/.installed: pyproject.toml
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet "tensorflow-cpu==2.20.*" "keras==3.10.*" \
+		"pytest>=8" "hypothesis>=6.100" "tifffile>=2024.1"
+	touch $@
+test-compat: $(COMPAT_VENV)/.installed
+	WIOU_OPS_CACHE_DIR="$(abspath $(COMPAT_VENV))/kernel-cache" $(COMPAT_VENV)/bin/python -m \
+		pytest -q tests/test_dropin.py tests/test_parity.py tests/test_training.py \
+		tests/test_native.py
+
+# dist/: the sdist, and a wheel with the kernel prebuilt for the venv's TensorFlow,
+# tagged manylinux by auditwheel. libtensorflow_framework.so.2 comes with TensorFlow
+# itself, so it is left out of the wheel (--exclude), not copied in.
+wheel: $(STAMP)
+	rm -rf dist
+	$(PY) -P -m build --sdist --no-isolation --outdir dist .
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist/linux dist/*.tar.gz
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair \
+		--exclude libtensorflow_framework.so.2 --wheel-dir dist dist/linux/*.whl
+	rm -rf dist/linux
+	ls -l dist
 
 bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/wiou-bench --e2e --distribute --out-root benchmarks/results
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache $(NATIVE)
+	rm -rf $(VENV) $(COMPAT_VENV) build dist *.egg-info .pytest_cache $(NATIVE)

@@ -1,18 +1,23 @@
-// Plain C++ test of the fused IoU math (no TensorFlow): `make test` builds and runs it.
-//   g++ -std=c++17 -O3 -march=native kernels/test_wiou_math.cc kernels/wiou_math_instances.cc
+// Plain C++ test of the fused IoU math (no TensorFlow): `make kernel-test` builds
+// it with every instruction-set level's loops and the run-time dispatcher
+// (wiou_dispatch.cc) and runs it.
 // Every weighting, logits, weight maps and per-image groups against a double
-// reference written out from the formulas in wiou_math_api.h.
+// reference written out from the formulas in wiou_math_api.h, at each level this
+// CPU has (forced with set_active_isa); the levels must agree bit for bit.
+// The vector helpers (conversions, exp) are tested as compiled for the host.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "wiou_math.h"
 
 namespace {
 
+namespace host = wiou::isa_host;  // wiou_math.h's helpers, compiled for this host
 using wiou::Params;
 using wiou::Weighting;
 
@@ -93,17 +98,17 @@ const Weighting kWeightings[] = {Weighting::kSeed, Weighting::kPixel, Weighting:
 
 void test_conversions() {
   // bfloat16: exact values and round-to-nearest-even ties.
-  check(wiou::to_float(wiou::bfloat16{0x3f80}) == 1.0f, "bf16 1.0");
-  check(wiou::from_float<wiou::bfloat16>(1.0f).bits == 0x3f80, "bf16 store 1.0");
+  check(host::to_float(wiou::bfloat16{0x3f80}) == 1.0f, "bf16 1.0");
+  check(host::from_float<wiou::bfloat16>(1.0f).bits == 0x3f80, "bf16 store 1.0");
   // 1 + 2^-8 lies halfway between bf16 1.0 and 1.0078125: ties go to even (1.0).
-  check(wiou::from_float<wiou::bfloat16>(1.00390625f).bits == 0x3f80, "bf16 tie to even");
-  check(wiou::from_float<wiou::bfloat16>(1.01171875f).bits == 0x3f82, "bf16 tie up to even");
-  check(wiou::from_float<wiou::bfloat16>(NAN).bits == 0x7fc0, "bf16 NaN");
+  check(host::from_float<wiou::bfloat16>(1.00390625f).bits == 0x3f80, "bf16 tie to even");
+  check(host::from_float<wiou::bfloat16>(1.01171875f).bits == 0x3f82, "bf16 tie up to even");
+  check(host::from_float<wiou::bfloat16>(NAN).bits == 0x7fc0, "bf16 NaN");
   // float16
-  check(wiou::to_float(wiou::float16{0x3c00}) == 1.0f, "f16 1.0");
-  check(wiou::to_float(wiou::float16{0x0001}) == std::ldexp(1.0f, -24), "f16 subnormal");
-  check(wiou::from_float<wiou::float16>(65504.0f).bits == 0x7bff, "f16 max");
-  check(wiou::from_float<wiou::float16>(1e6f).bits == 0x7c00, "f16 overflow to inf");
+  check(host::to_float(wiou::float16{0x3c00}) == 1.0f, "f16 1.0");
+  check(host::to_float(wiou::float16{0x0001}) == std::ldexp(1.0f, -24), "f16 subnormal");
+  check(host::from_float<wiou::float16>(65504.0f).bits == 0x7bff, "f16 max");
+  check(host::from_float<wiou::float16>(1e6f).bits == 0x7c00, "f16 overflow to inf");
   // Vector and scalar stores agree on 10,000 values.
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
@@ -113,17 +118,50 @@ void test_conversions() {
   std::vector<wiou::float16> vh(x.size());
   int mismatches = 0;
   for (size_t i = 0; i + wiou::kLanes <= x.size(); i += wiou::kLanes) {
-    wiou::vfloat v = wiou::load_floats(&x[i]);
-    wiou::store_floats(v, &vb[i]);
-    wiou::store_floats(v, &vh[i]);
+    host::vfloat v = host::load_floats(&x[i]);
+    host::store_floats(v, &vb[i]);
+    host::store_floats(v, &vh[i]);
     for (int l = 0; l < wiou::kLanes; ++l) {
-      mismatches += vb[i + l].bits != wiou::from_float<wiou::bfloat16>(x[i + l]).bits;
-      mismatches += vh[i + l].bits != wiou::from_float<wiou::float16>(x[i + l]).bits;
-      mismatches += wiou::load_floats(&vb[i])[l] != wiou::to_float(vb[i + l]);
-      mismatches += wiou::load_floats(&vh[i])[l] != wiou::to_float(vh[i + l]);
+      mismatches += vb[i + l].bits != host::from_float<wiou::bfloat16>(x[i + l]).bits;
+      mismatches += vh[i + l].bits != host::from_float<wiou::float16>(x[i + l]).bits;
+      mismatches += host::load_floats(&vb[i])[l] != host::to_float(vb[i + l]);
+      mismatches += host::load_floats(&vh[i])[l] != host::to_float(vh[i + l]);
     }
   }
   check(mismatches == 0, "vector and scalar conversions agree", mismatches, 0);
+  // The integer-code half conversions (levels without F16C) against the host's: every
+  // half, and floats around every rounding boundary, subnormals and overflow included.
+  int portable = 0;
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    const float a = host::half_to_float_portable(uint16_t(h));
+    const float b = host::to_float(wiou::float16{uint16_t(h)});
+    uint32_t abits, bbits;
+    std::memcpy(&abits, &a, 4);
+    std::memcpy(&bbits, &b, 4);
+    portable += abits != bbits;
+  }
+  for (uint32_t bits = 0; bits < 0x80000000u; bits += 0x3fffu) {  // every exponent, 2^17 each
+    for (uint32_t sign : {0u, 0x80000000u}) {
+      for (uint32_t near : {0u, 0xfffu, 0x1000u, 0x1001u}) {  // around a halfway point
+        const uint32_t x = sign | ((bits & ~0x1fffu) + near);
+        float f;
+        std::memcpy(&f, &x, 4);
+        portable += host::float_to_half_portable(f) != host::from_float<wiou::float16>(f).bits;
+      }
+    }
+  }
+  for (uint32_t bits = 0; bits < 0x80000000u; bits += 0x3fffu) {  // any low bits
+    float f;
+    std::memcpy(&f, &bits, 4);
+    portable += host::float_to_half_portable(f) != host::from_float<wiou::float16>(f).bits;
+  }
+  for (int k = 0; k < 2048; ++k) {  // halfway between subnormal (and small normal) halves
+    const float mid = std::ldexp(float(k) + 0.5f, -24);
+    for (float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1.0f), -mid}) {
+      portable += host::float_to_half_portable(f) != host::from_float<wiou::float16>(f).bits;
+    }
+  }
+  check(portable == 0, "portable half conversions match the host's, bit for bit", portable, 0);
 }
 
 void test_exp_and_sigmoid() {
@@ -131,21 +169,21 @@ void test_exp_and_sigmoid() {
   double worst = 0;
   for (int k = 0; k < 100000; ++k) {
     const float x = -86.99f * float(k) / 99999.0f;
-    const wiou::vfloat v = wiou::exp_nonpositive(wiou::vfloat{} + x);
+    const host::vfloat v = host::exp_nonpositive(host::vfloat{} + x);
     worst = std::fmax(worst, rel(v[0], std::exp(double(x))));
   }
   check(worst <= 2e-7, "vector exp within 2e-7", worst, 2e-7);
-  check(wiou::exp_nonpositive(wiou::vfloat{} - 88.0f)[0] == 0.0f, "exp underflows to 0");
+  check(host::exp_nonpositive(host::vfloat{} - 88.0f)[0] == 0.0f, "exp underflows to 0");
   const Params pr(Weighting::kClass, true, 1e-7, 1, 1);
-  wiou::vfloat p, q;
-  wiou::probabilities<true>(wiou::vfloat{} + 1e4f, pr, p, q);
+  host::vfloat p, q;
+  host::probabilities<true>(host::vfloat{} + 1e4f, pr, p, q);
   check(p[0] == 1.0f && q[0] == 0.0f, "sigmoid(1e4) = 1, sigmoid(-1e4) = 0");
-  wiou::probabilities<true>(wiou::vfloat{} - 1e4f, pr, p, q);
+  host::probabilities<true>(host::vfloat{} - 1e4f, pr, p, q);
   check(q[0] == 1.0f && p[0] == 0.0f, "sigmoid(-1e4) = 0");
   double worst_sigmoid = 0;
   for (int k = 0; k < 4001; ++k) {
     const float x = -20.0f + 0.01f * float(k);
-    wiou::probabilities<true>(wiou::vfloat{} + x, pr, p, q);
+    host::probabilities<true>(host::vfloat{} + x, pr, p, q);
     worst_sigmoid = std::fmax(worst_sigmoid, rel(p[0], 1.0 / (1.0 + std::exp(-double(x)))));
     worst_sigmoid = std::fmax(worst_sigmoid, rel(q[0], 1.0 / (1.0 + std::exp(double(x)))));
   }
@@ -291,7 +329,7 @@ void test_gradient_stores() {
   for (int64_t i = 0; i < n; ++i) {
     y[i] = (rng() % 4 == 0) ? 1.0f : 0.0f;
     pf[i] = float(rng() % 1000) / 999.0f;
-    p[i] = wiou::from_float<TPred>(pf[i]);
+    p[i] = host::from_float<TPred>(pf[i]);
   }
   const Params pr(Weighting::kSeed, false, 1e-7, 1.0, 1.0);
   const float coef[2] = {-0.05f, 0.0025f};
@@ -300,9 +338,9 @@ void test_gradient_stores() {
     wiou::iou_gradient(y, p, nullptr, n, coef, pr, 0, n, out);
     int bad = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const float pv = wiou::to_float(p[i]);
+      const float pv = host::to_float(p[i]);
       const float g = (coef[0] * y[i] + coef[1] * (1.0f - y[i])) * (pr.c0 + pr.c1 * y[i]);
-      reference[i] = wiou::from_float<TPred>(pv >= pr.lo && pv <= pr.hi ? g : 0.0f);
+      reference[i] = host::from_float<TPred>(pv >= pr.lo && pv <= pr.hi ? g : 0.0f);
       bad += std::memcmp(&reference[i], &out[i], sizeof(TPred)) != 0;
     }
     check(bad == 0, "vector (streamed) and scalar gradients are bit-identical", bad, 0);
@@ -327,12 +365,12 @@ void test_label_masks() {
   for (int64_t i = 0; i < n; ++i) {
     yf[i] = (rng() % 5 == 0) ? 1.0f : 0.0f;
     y[i] = static_cast<TTrue>(yf[i]);
-    p[i] = wiou::from_float<TPred>(float(rng() % 1000) / 999.0f);
+    p[i] = host::from_float<TPred>(float(rng() % 1000) / 999.0f);
   }
   const float lo = float(1e-7), hi = float(1.0 - 1e-7);
   const float planted[] = {0.0f, 1.0f, lo, hi};
-  for (int k = 0; k < 40; ++k) p[(k * 7919) % n] = wiou::from_float<TPred>(planted[k % 4]);
-  p[n - 1] = wiou::from_float<TPred>(hi);  // the ragged tail of the last group
+  for (int k = 0; k < 40; ++k) p[(k * 7919) % n] = host::from_float<TPred>(planted[k % 4]);
+  p[n - 1] = host::from_float<TPred>(hi);  // the ragged tail of the last group
   const float coef[2 * groups] = {-0.25f, 0.125f, -3.5f, 0.5f, 1.75f, -0.0625f};
   for (Weighting w : kWeightings) {
     const Params pr(w, false, 1e-7, 0.3, 2.0);
@@ -348,7 +386,7 @@ void test_label_masks() {
       const int64_t g = i / group_size, offset = i % group_size;
       const uint32_t word = masks[g * wiou::mask_words(group_size) + offset / wiou::kLanes];
       const int lane = int(offset % wiou::kLanes);
-      const float x = wiou::to_float(p[i]);
+      const float x = host::to_float(p[i]);
       wrong += ((word >> lane) & 1u) != uint32_t(x >= pr.lo && x <= pr.hi);
       wrong += ((word >> (wiou::kLanes + lane)) & 1u) != uint32_t(yf[i] == 1.0f);
     }
@@ -388,9 +426,78 @@ void test_label_masks() {
   check(soft[1] == 1 && flagged == 1, "soft labels flag their block unless clipped", flagged, 1);
 }
 
-}  // namespace
+// Every output the entry points write for one dtype pair, as raw bits: sums for
+// each weighting x logits x weight map, gradients, label masks and the gradient
+// from them. A ragged length that spans several blocks and groups.
+template <typename TTrue, typename TPred>
+void append_outputs(std::vector<uint32_t>& bits) {
+  const int64_t group_size = 3 * wiou::kBlock + 37, groups = 2, n = group_size * groups;
+  const int64_t blocks = groups * wiou::num_blocks(group_size);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  std::normal_distribution<float> logit(0.0f, 4.0f);
+  std::unique_ptr<TTrue[]> labels(new TTrue[n]);  // not std::vector: vector<bool> has no data()
+  TTrue* y = labels.get();
+  std::vector<TPred> probability(n), logits(n), grad(n);
+  std::vector<float> s(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const bool one = unit(rng) < 0.2f;
+    if constexpr (std::is_integral_v<TTrue>) {
+      y[i] = static_cast<TTrue>(one);
+    } else {
+      y[i] = host::from_float<TTrue>(one ? 1.0f : 0.0f);
+    }
+    probability[i] = host::from_float<TPred>(unit(rng));
+    logits[i] = host::from_float<TPred>(logit(rng));
+    s[i] = 2.0f * unit(rng);
+  }
+  const float coef[2 * groups] = {-0.75f, 0.25f, -1.5f, 0.125f};
+  auto append = [&bits](const void* data, size_t bytes) {
+    std::vector<uint32_t> words((bytes + 3) / 4, 0u);
+    std::memcpy(words.data(), data, bytes);
+    bits.insert(bits.end(), words.begin(), words.end());
+  };
+  for (Weighting w : kWeightings) {
+    for (bool from_logits : {false, true}) {
+      const Params pr(w, from_logits, 1e-7, 0.3, 2.0);
+      const TPred* x = from_logits ? logits.data() : probability.data();
+      for (const float* weights : {static_cast<const float*>(nullptr), static_cast<const float*>(s.data())}) {
+        std::vector<float> partials(wiou::kMaxTerms * blocks), sums(groups * wiou::kMaxTerms);
+        wiou::iou_sums_blocks(y, x, weights, group_size, pr, 0, blocks, partials.data());
+        wiou::combine_partials(partials.data(), groups, blocks / groups, wiou::num_terms(w),
+                               sums.data());
+        append(sums.data(), sums.size() * sizeof(float));
+        wiou::iou_gradient(y, x, weights, group_size, coef, pr, 0, n, grad.data());
+        append(grad.data(), grad.size() * sizeof(TPred));
+      }
+      if (from_logits) continue;
+      std::vector<float> partials(wiou::kMaxTerms * blocks);
+      std::vector<uint32_t> masks(groups * wiou::mask_words(group_size));
+      std::vector<uint8_t> soft(blocks);
+      wiou::iou_sums_blocks(y, x, nullptr, group_size, pr, 0, blocks, partials.data(),
+                            masks.data(), soft.data());
+      append(masks.data(), masks.size() * sizeof(uint32_t));
+      wiou::iou_gradient_from_masks(masks.data(), group_size, coef, pr, 0, n, grad.data());
+      append(grad.data(), grad.size() * sizeof(TPred));
+    }
+  }
+  std::vector<float> stream(n);
+  for (int64_t i = 0; i < n; ++i) stream[i] = unit(rng);
+  const float total = wiou::stream_read_sum(stream.data(), 0, n);
+  append(&total, sizeof(total));
+}
 
-int main() {
+std::vector<uint32_t> all_outputs() {
+  std::vector<uint32_t> bits;
+  append_outputs<float, float>(bits);
+  append_outputs<uint8_t, wiou::bfloat16>(bits);
+  append_outputs<bool, wiou::float16>(bits);
+  append_outputs<wiou::float16, float>(bits);
+  append_outputs<int32_t, wiou::bfloat16>(bits);
+  return bits;
+}
+
+void run_all_tests() {
   test_label_masks<float, float>();
   test_label_masks<uint8_t, wiou::bfloat16>();
   test_label_masks<bool, wiou::float16>();
@@ -403,6 +510,36 @@ int main() {
   test_sums_accuracy_and_determinism();
   test_label_types_agree();
   test_gradient();
-  std::printf("kernels/test_wiou_math: %d passed, %d failed\n", passed, failed);
+}
+
+}  // namespace
+
+int main() {
+  // Every level this CPU has, each against the double reference, then against
+  // each other: the same lanes and the same order of operations (no FMA
+  // contraction under -std=c++17) give the same bits.
+  const wiou::Isa cpu = wiou::cpu_isa();
+  std::vector<uint32_t> baseline_bits;
+  for (wiou::Isa level : {wiou::Isa::kBaseline, wiou::Isa::kAvx2, wiou::Isa::kAvx512}) {
+    if (level > cpu) break;
+    wiou::set_active_isa(level);
+    check(wiou::active_isa() == level, "set_active_isa takes a level the CPU has");
+    const int failed_before = failed;
+    run_all_tests();
+    const std::vector<uint32_t> bits = all_outputs();
+    if (level == wiou::Isa::kBaseline) {
+      baseline_bits = bits;
+    } else {
+      size_t differ = 0;
+      for (size_t i = 0; i < bits.size(); ++i) differ += bits[i] != baseline_bits[i];
+      check(bits.size() == baseline_bits.size() && differ == 0,
+            "every output bit-identical to the baseline level's", double(differ), 0);
+    }
+    std::printf("  level %s: %d failed\n", wiou::isa_name(level), failed - failed_before);
+  }
+  wiou::set_active_isa(wiou::Isa::kAvx512);
+  check(wiou::active_isa() == cpu, "a level above the CPU's is clamped to the CPU's");
+  std::printf("kernels/test_wiou_math (levels up to %s): %d passed, %d failed\n",
+              wiou::isa_name(cpu), passed, failed);
   return failed == 0 ? 0 : 1;
 }

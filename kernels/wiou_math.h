@@ -1,4 +1,6 @@
-// Weighted IoU: fused sums and their gradient, plain C++ (no TensorFlow).
+// Weighted IoU: fused sums and their gradient, plain C++ (no TensorFlow), written
+// once for every instruction-set level (GCC/Clang vector extensions, with
+// intrinsics where a level has a better instruction).
 // What is summed, per weighting, is in wiou_math_api.h (and wiou_ops/_iou.py).
 //
 // Sums are deterministic whatever the threading: each group is cut into fixed
@@ -12,13 +14,24 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
 #include "wiou_math_api.h"
 
+// The namespace of this compile unit's loops: isa_baseline, isa_avx2 or
+// isa_avx512 (wiou_math_instances.cc, one build per level). Inline functions
+// compiled for different levels must not share a name, or the linker could keep
+// an AVX-512 copy for the baseline loops.
+#ifndef WIOU_ISA_NAMESPACE
+#define WIOU_ISA_NAMESPACE isa_host  // a program's own build for its host (the C++ test)
+#endif
+
 namespace wiou {
+namespace WIOU_ISA_NAMESPACE {
+
+#include "wiou_math_entry_points.h"
 
 inline float to_float(float x) { return x; }
 inline float to_float(uint8_t x) { return static_cast<float>(x); }
@@ -30,19 +43,18 @@ inline float to_float(bfloat16 x) {
   std::memcpy(&f, &bits, sizeof(f));
   return f;
 }
-inline float to_float(float16 x) {
-#ifdef __FLT16_MAX__
-  _Float16 h;
-  std::memcpy(&h, &x.bits, sizeof(h));
-  return static_cast<float>(h);
-#else
-  // Portable IEEE half -> float.
-  const uint32_t sign = static_cast<uint32_t>(x.bits & 0x8000u) << 16;
-  uint32_t exp = (x.bits >> 10) & 0x1fu;
-  uint32_t mant = x.bits & 0x3ffu;
+// IEEE half <-> float in integer code: round to nearest even, quiet NaNs, bit for bit
+// what the F16C instructions give (the C++ test compares all of them). Used where the
+// level has no F16C, rather than _Float16, whose conversions call libgcc helpers
+// (__extendhfsf2, __truncsfhf2) that only GCC 12's runtime exports: the library
+// would then need a GCC 12 libgcc_s wherever it runs.
+inline float half_to_float_portable(uint16_t half) {
+  const uint32_t sign = static_cast<uint32_t>(half & 0x8000u) << 16;
+  uint32_t exp = (half >> 10) & 0x1fu;
+  uint32_t mant = half & 0x3ffu;
   uint32_t bits;
   if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
+    bits = sign | 0x7f800000u | (mant << 13) | (mant != 0 ? 0x400000u : 0u);  // quiet NaN
   } else if (exp != 0) {
     bits = sign | ((exp + 112u) << 23) | (mant << 13);
   } else if (mant == 0) {
@@ -58,6 +70,45 @@ inline float to_float(float16 x) {
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
+}
+
+inline uint16_t float_to_half_portable(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof(x));
+  const uint32_t sign = (x >> 16) & 0x8000u, magnitude = x & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu);  // NaN
+  if (magnitude >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to infinity
+  if (magnitude <= 0x33000000u) return sign;           // <= 2^-25 rounds to zero
+  uint32_t value, rest, halfway;
+  if (magnitude < 0x38800000u) {  // a half subnormal: units of 2^-24
+    const int shift = 126 - static_cast<int>(magnitude >> 23);  // 14..24
+    const uint32_t mant = (magnitude & 0x7fffffu) | 0x800000u;
+    value = mant >> shift;
+    rest = mant & ((1u << shift) - 1u);
+    halfway = 1u << (shift - 1);
+  } else {  // normal: rebias the exponent (127 -> 15), keep 10 of 23 mantissa bits
+    const uint32_t rebiased = magnitude - 0x38000000u;
+    value = rebiased >> 13;
+    rest = rebiased & 0x1fffu;
+    halfway = 0x1000u;
+  }
+  if (rest > halfway || (rest == halfway && (value & 1u))) ++value;  // a carry is still right
+  return static_cast<uint16_t>(sign | value);
+}
+
+inline float to_float(float16 x) {
+#if defined(__F16C__)
+  return _cvtsh_ss(x.bits);
+#else
+  return half_to_float_portable(x.bits);
+#endif
+}
+
+inline uint16_t half_bits(float f) {
+#if defined(__F16C__)
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+  return float_to_half_portable(f);
 #endif
 }
 
@@ -78,14 +129,7 @@ inline bfloat16 from_float<bfloat16>(float x) {
 }
 template <>
 inline float16 from_float<float16>(float x) {
-#ifdef __FLT16_MAX__
-  _Float16 h = static_cast<_Float16>(x);
-  float16 out;
-  std::memcpy(&out.bits, &h, sizeof(h));
-  return out;
-#else
-#error "float16 stores need a compiler with _Float16 (GCC >= 12 or Clang on x86-64/ARM)"
-#endif
+  return float16{half_bits(x)};
 }
 
 // Software prefetch distance in elements (1 KiB of float32 ahead): two input
@@ -554,6 +598,7 @@ void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const fl
   }
 }
 
+}  // namespace WIOU_ISA_NAMESPACE
 }  // namespace wiou
 
 #endif  // WIOU_OPS_KERNELS_WIOU_MATH_H_

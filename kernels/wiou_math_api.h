@@ -64,39 +64,29 @@ inline int64_t num_blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
 // Each group's words start afresh (group g: words [g·mask_words, (g+1)·mask_words)).
 inline int64_t mask_words(int64_t group_size) { return (group_size + kLanes - 1) / kLanes; }
 
-// Partial sums of blocks [first, last) into partials[kMaxTerms·block ...].
-// weights: a weight map with y's shape, or nullptr for s = 1.
-// masks: nullptr, or (without weights and logits) the label masks, written in
-// the same pass; then soft_blocks[block] = 1 if the block holds a label other
-// than 0 and 1 with p inside [ε, 1-ε] (its gradient needs y and p; the masks of
-// such a block mean nothing), else 0.
-template <typename TTrue, typename TPred>
-void iou_sums_blocks(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
-                     const Params& params, int64_t first, int64_t last, float* partials,
-                     uint32_t* masks = nullptr, uint8_t* soft_blocks = nullptr);
+// Instruction-set levels of the loops. Each level is its own compile unit
+// (wiou_math_instances.cc built with that level's -march, in the namespace
+// isa_<level>); the entry points below pick one at run time from the CPU's own
+// flags, never from the build machine's (wiou_dispatch.cc). aarch64 and other
+// targets compile the baseline loops only.
+//   baseline: the target's base ISA (x86-64: SSE2)
+//   avx2:     x86-64-v3 (AVX2, FMA, F16C)
+//   avx512:   x86-64-v4 (AVX-512 F/BW/CD/DQ/VL)
+enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+constexpr const char* kIsaEnvironmentVariable = "WIOU_OPS_ISA";
+const char* isa_name(Isa isa);
+// The widest level compiled in that this CPU and its OS support.
+Isa cpu_isa();
+// The level the entry points use: cpu_isa(), or the lower level named by
+// WIOU_OPS_ISA (baseline|avx2|avx512; read at the first call; a level above
+// cpu_isa() or an unknown name leaves cpu_isa()).
+Isa active_isa();
+// Forces a level (clamped to cpu_isa()); for tests.
+void set_active_isa(Isa isa);
 
-// sums[g·K + t] for every group from the block partials, pairwise in a fixed order.
-void combine_partials(const float* partials, int64_t groups, int64_t blocks_per_group,
-                      int terms, float* sums);
-
-// m·(a_g·y + b_g·(1 - y))·dp̂ for elements [begin, end), written in p's dtype;
-// coef[2·g] = a_g, coef[2·g + 1] = b_g (upstream already folded in);
-// dp̂ = 1[ε ≤ p ≤ 1-ε] (ties pass, TensorFlow's clip rule), or p̂·q̂ for logits.
-template <typename TTrue, typename TPred>
-void iou_gradient(const TTrue* y, const TPred* p, const float* weights, int64_t group_size,
-                  const float* coef, const Params& params, int64_t begin, int64_t end,
-                  TPred* grad);
-
-// The same gradient from label masks of blocks none of which is soft: per group
-// a choice of 0 and the two values m·(a·y + b·(1 - y)) at y = 0 and y = 1,
-// computed as iou_gradient computes them, so the results are bit-identical.
-template <typename TPred>
-void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const float* coef,
-                             const Params& params, int64_t begin, int64_t end, TPred* grad);
-
-// Benchmark instrument: sum of x[begin, end) with kLanes accumulators, the
-// fastest plain streaming read this CPU does (wiou-bench's byte floor).
-float stream_read_sum(const float* x, int64_t begin, int64_t end);
+// The entry points (dispatching on active_isa()); every ISA namespace declares
+// the same ones.
+#include "wiou_math_entry_points.h"
 
 // The (y_true, y_pred) pairs compiled in wiou_math_instances.cc.
 #define WIOU_FOR_EACH_LABEL(X, TPRED) \
@@ -110,6 +100,24 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end);
   WIOU_FOR_EACH_LABEL(X, float)              \
   WIOU_FOR_EACH_LABEL(X, ::wiou::float16)    \
   WIOU_FOR_EACH_LABEL(X, ::wiou::bfloat16)
+
+// Explicit instantiations of the entry points' templates for every dtype pair,
+// in the enclosing namespace (the dispatchers' and each level's loops).
+#define WIOU_INSTANTIATE_PAIR(TTRUE, TPRED)                                                  \
+  template void iou_sums_blocks<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*,     \
+                                              int64_t, const Params&, int64_t, int64_t,     \
+                                              float*, uint32_t*, uint8_t*);                 \
+  template void iou_gradient<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*, int64_t, \
+                                           const float*, const Params&, int64_t, int64_t,   \
+                                           TPRED*);
+#define WIOU_INSTANTIATE_MASKS(TPRED)                                                     \
+  template void iou_gradient_from_masks<TPRED>(const uint32_t*, int64_t, const float*,     \
+                                               const Params&, int64_t, int64_t, TPRED*);
+#define WIOU_INSTANTIATE_ENTRY_POINTS()            \
+  WIOU_FOR_EACH_DTYPE_PAIR(WIOU_INSTANTIATE_PAIR) \
+  WIOU_INSTANTIATE_MASKS(float)                   \
+  WIOU_INSTANTIATE_MASKS(::wiou::float16)         \
+  WIOU_INSTANTIATE_MASKS(::wiou::bfloat16)
 
 }  // namespace wiou
 

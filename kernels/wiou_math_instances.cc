@@ -1,8 +1,11 @@
-// The fused IoU math compiled once per (y_true, y_pred) dtype pair, for the
-// host CPU (-O3 -march=native): no TensorFlow header in this file.
+// The fused IoU math compiled once per (y_true, y_pred) dtype pair. Built once
+// per instruction-set level, each with its own -march and
+// -DWIOU_ISA_NAMESPACE=isa_<level> (wiou_ops/_kernels/native_build.py); no
+// TensorFlow header in this file.
 #include "wiou_math.h"
 
 namespace wiou {
+namespace WIOU_ISA_NAMESPACE {
 
 void combine_partials(const float* partials, int64_t groups, int64_t blocks_per_group,
                       int terms, float* sums) {
@@ -24,21 +27,7 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end) {
   return total;
 }
 
-#define WIOU_INSTANTIATE(TTRUE, TPRED)                                                      \
-  template void iou_sums_blocks<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*,     \
-                                              int64_t, const Params&, int64_t, int64_t,     \
-                                              float*, uint32_t*, uint8_t*);                 \
-  template void iou_gradient<TTRUE, TPRED>(const TTRUE*, const TPRED*, const float*, int64_t, \
-                                           const float*, const Params&, int64_t, int64_t,   \
-                                           TPRED*);
+WIOU_INSTANTIATE_ENTRY_POINTS()
 
-WIOU_FOR_EACH_DTYPE_PAIR(WIOU_INSTANTIATE)
-
-#define WIOU_INSTANTIATE_MASKS(TPRED)                                                     \
-  template void iou_gradient_from_masks<TPRED>(const uint32_t*, int64_t, const float*,     \
-                                               const Params&, int64_t, int64_t, TPRED*);
-WIOU_INSTANTIATE_MASKS(float)
-WIOU_INSTANTIATE_MASKS(float16)
-WIOU_INSTANTIATE_MASKS(bfloat16)
-
+}  // namespace WIOU_ISA_NAMESPACE
 }  // namespace wiou

@@ -5,6 +5,8 @@
 //       -> sums float32[groups, terms], label_masks uint32, masks_complete bool
 //   WiouIouSumsGrad(y_true, y_pred, weights, coef, label_masks, masks_complete; attrs)
 //       -> grad (y_pred's dtype)
+//   WiouKernelIsa() -> the loops' instruction-set level in use, and the CPU's widest
+//   WiouStreamRead(x) -> sum of x (benchmark instrument: the byte floor)
 // label_masks: the 2 bits per element of wiou_math_api.h when write_masks is set
 // and there is no weight map or logits, else empty; masks_complete: every label
 // was 0 or 1 where it mattered, so the gradient can come from the masks alone.
@@ -19,14 +21,17 @@
 #include "tensorflow/core/platform/mutex.h"
 #include "wiou_math_api.h"
 
-// The TensorFlow version this library was compiled against, readable from the
-// file's bytes without loading it (wiou_ops/_native.py refuses a mismatch:
-// loading an op library built for another TensorFlow can crash the process).
-#ifndef WIOU_BUILT_FOR_TENSORFLOW
-#error "build with -DWIOU_BUILT_FOR_TENSORFLOW=\"<tf.__version__>\" (setup.py does)"
+// The TensorFlow version this library was compiled against and the hash of its
+// sources and build recipe, readable from the file's bytes without loading it
+// (wiou_ops/_kernels/native_library.py refuses a mismatch: loading an op library
+// built for another TensorFlow can crash the process).
+#if !defined(WIOU_BUILT_FOR_TENSORFLOW) || !defined(WIOU_SOURCE_HASH)
+#error "build with -DWIOU_BUILT_FOR_TENSORFLOW=... -DWIOU_SOURCE_HASH=... (native_build.py does)"
 #endif
 extern "C" __attribute__((used, visibility("default"))) const char wiou_built_for_tensorflow[] =
     "WIOU_BUILT_FOR_TENSORFLOW=" WIOU_BUILT_FOR_TENSORFLOW "\n";
+extern "C" __attribute__((used, visibility("default"))) const char wiou_source_hash[] =
+    "WIOU_SOURCE_HASH=" WIOU_SOURCE_HASH "\n";
 
 namespace tensorflow {
 namespace {
@@ -99,6 +104,17 @@ REGISTER_OP("WiouIouSumsGrad")
     })
     .Doc("m*(a*y + b*(1-y))*dp^ with (a, b) = coef[group]: the VJP of WiouIouSums, from "
          "the label masks when masks_complete, else from y and p.");
+
+REGISTER_OP("WiouKernelIsa")
+    .Output("active: string")
+    .Output("cpu: string")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->Scalar());
+      c->set_output(1, c->Scalar());
+      return absl::OkStatus();
+    })
+    .Doc("The instruction-set level the loops run at (WIOU_OPS_ISA may lower it) and the "
+         "widest one this CPU supports: baseline, avx2 or avx512.");
 
 REGISTER_OP("WiouStreamRead")
     .Input("x: float")
@@ -344,6 +360,20 @@ class StreamReadOp : public OpKernel {
   }
 };
 REGISTER_KERNEL_BUILDER(Name("WiouStreamRead").Device(DEVICE_CPU), StreamReadOp);
+
+class KernelIsaOp : public OpKernel {
+ public:
+  explicit KernelIsaOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    const wiou::Isa levels[] = {wiou::active_isa(), wiou::cpu_isa()};
+    for (int i = 0; i < 2; ++i) {
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(i, TensorShape({}), &out));
+      out->scalar<tstring>()() = wiou::isa_name(levels[i]);
+    }
+  }
+};
+REGISTER_KERNEL_BUILDER(Name("WiouKernelIsa").Device(DEVICE_CPU), KernelIsaOp);
 
 #define WIOU_REGISTER(TPRED, TTRUE)                                                        \
   REGISTER_KERNEL_BUILDER(Name("WiouIouSums")                                             \

@@ -95,8 +95,11 @@ def test_disable_variable_turns_native_off():
 
 
 def test_missing_library_warns_once_and_falls_back(tmp_path):
+    """A package without the library or the sources to build one (test_native_build.py
+    covers the builds)."""
     shutil.copytree(ROOT / "wiou_ops", tmp_path / "wiou_ops",
-                    ignore=shutil.ignore_patterns(_native.LIBRARY_NAME, "__pycache__"))
+                    ignore=shutil.ignore_patterns(_native.native_build.LIBRARY_NAME,
+                                                  "__pycache__"))
     out = _python("""
         import numpy as np, wiou_ops
         import wiou_ops.losses
@@ -106,21 +109,23 @@ def test_missing_library_warns_once_and_falls_back(tmp_path):
     """, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["['xla', 'graph']", "xla"]
-    assert out.stderr.count("RuntimeWarning: wiou_ops: the native CPU kernel is not built") == 1
+    assert out.stderr.count(
+        "RuntimeWarning: wiou_ops: the native CPU kernel is not available: this package has "
+        "neither a native CPU kernel nor the sources to build one") == 1
 
 
 def test_library_for_another_tensorflow_is_refused_before_loading(tmp_path):
-    (tmp_path / _native.LIBRARY_NAME).write_bytes(
+    (tmp_path / _native.native_build.LIBRARY_NAME).write_bytes(
         b"\x7fELF not a real library WIOU_BUILT_FOR_TENSORFLOW=2.99.0\n")
-    library, reason = _native.load(tmp_path)
-    assert library is None
+    library, found, reason = _native.load(tmp_path)
+    assert library is None and found is None
     assert "built for TensorFlow 2.99.0" in reason and tf.__version__ in reason
 
 
 def test_unstamped_or_missing_library(tmp_path):
-    assert "not built" in _native.load(tmp_path)[1]
-    (tmp_path / _native.LIBRARY_NAME).write_bytes(b"\x7fELF garbage")
-    assert "no TensorFlow version stamp" in _native.load(tmp_path)[1]
+    assert "neither a native CPU kernel nor the sources" in _native.load(tmp_path)[2]
+    (tmp_path / _native.native_build.LIBRARY_NAME).write_bytes(b"\x7fELF garbage")
+    assert "no TensorFlow version stamp" in _native.load(tmp_path)[2]
 
 
 @needs_native
@@ -279,7 +284,8 @@ def test_label_masks_are_written_only_for_a_gradient(monkeypatch):
 
 
 def test_info_reports_the_installation():
-    """python -m wiou_ops.info: versions, implementations, the kernel and its TensorFlow."""
+    """python -m wiou_ops.info: versions, implementations, the kernel, its TensorFlow and
+    instruction-set level, the cache."""
     out = subprocess.run([sys.executable, "-m", "wiou_ops.info"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -289,6 +295,11 @@ def test_info_reports_the_installation():
     assert lines["implementations"] == str(wiou_ops.available_implementations())
     if "native" in wiou_ops.available_implementations():
         assert lines["native_built_for_tensorflow"] == tf.__version__
-        assert lines["native_library"].endswith(_native.LIBRARY_NAME)
+        assert lines["native_library"] == str(_native.FOUND.path)
+        assert lines["native_origin"].startswith(
+            {"package": "shipped in the package", "cache": "user cache",
+             "built": "user cache"}[_native.FOUND.origin])
+        assert lines["native_isa"] == _native.isa()[0] == lines["cpu_isa"]
     else:
         assert lines["native_unavailable"] == _native.UNAVAILABLE_REASON
+    assert lines["native_cache"] == str(_native.native_library.cache_root())

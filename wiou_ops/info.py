@@ -2,7 +2,9 @@
 
 Versions (wiou_ops, Python, Keras and its backend, TensorFlow, JAX), the implementations
 available on the current Keras backend and why the native kernel is not when it is not,
-the kernel's file, the TensorFlow it was built for, and the CPU's vector extension.
+the kernel's file and where it came from (the package, or the user cache), the
+TensorFlow it was built for, the instruction-set level its loops run at, and the cache
+directory.
 """
 
 import importlib
@@ -25,18 +27,15 @@ def _version(module):
 
 def report():
     """Everything ``main`` prints, as a dict of plain values."""
-    library = native_library.library_path()
     info = {
         "wiou_ops": wiou_ops.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpu_isa": native_library.cpu_isa() or "baseline",
+        "cpu_isa": native_library.cpu_isa() or None,
         "keras": _version("keras"),
         "tensorflow": _version("tensorflow"),
         "jax": _version("jax"),
-        "native_library": str(library) if library.exists() else None,
-        "native_built_for_tensorflow": (native_library.built_for(library)
-                                        if library.exists() else None),
+        "native_cache": str(native_library.cache_root()),
     }
     try:
         import keras
@@ -47,11 +46,30 @@ def report():
         info["keras_backend"] = None
         info["implementations"] = []
         info["keras_error"] = str(error)
-    if info["keras_backend"] == "tensorflow" and "native" not in info["implementations"]:
-        from wiou_ops._kernels import native
-
-        info["native_unavailable"] = native.UNAVAILABLE_REASON
+    if info["keras_backend"] == "tensorflow":
+        info.update(_native_report())
     return info
+
+
+def _native_report():
+    """The native kernel as the TensorFlow backend loaded it (or why it did not)."""
+    from wiou_ops._kernels import native
+
+    if native.FOUND is None:
+        return {"native_unavailable": native.UNAVAILABLE_REASON}
+    found = native.FOUND
+    active, cpu = native.isa()
+    out = {
+        "native_library": str(found.path),
+        "native_origin": {"package": "shipped in the package", "cache": "user cache",
+                          "built": f"user cache, built now in {found.build_seconds:.0f} s"
+                          }[found.origin],
+        "native_built_for_tensorflow": native_library.built_for(found.path),
+        "native_isa": active if active == cpu else f"{active} (this CPU has {cpu})",
+    }
+    if found.package_note:
+        out["native_package_library_skipped"] = found.package_note
+    return out
 
 
 def main():

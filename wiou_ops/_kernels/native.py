@@ -1,57 +1,80 @@
 """The native CPU kernel (C++ in ``kernels/``): loading, version check, the ``native``
 implementation.
 
-``setup.py`` compiles ``kernels/`` into ``wiou_ops/_wiou_ops_native.so`` against the
-installed TensorFlow and stamps that TensorFlow's version into the file
-(``WIOU_BUILT_FOR_TENSORFLOW=...``). Loading an op library built for another
-TensorFlow can crash the process, so the stamp is read from the file's bytes
-and a mismatch is refused before loading. Whatever
-stops the op (not built, no compiler at install, another TensorFlow, a load
-error) gives one warning and ``native`` is simply not offered;
-``WIOU_OPS_DISABLE_NATIVE=1`` turns it off silently.
+``native_library.locate`` finds the library: the one shipped in the package when it was
+built for the running TensorFlow from this package's sources, else one in the user's
+cache, else it compiles one there now (once, under a file lock) from the sources the
+package ships, with the running TensorFlow's ``tf.sysconfig`` flags. Whatever stops the
+op (no compiler, a failed build, a cache someone else could write, a load error) gives
+one warning and ``native`` is simply not offered; ``WIOU_OPS_DISABLE_NATIVE=1`` turns it
+off silently.
+
+The library holds the loops at every instruction-set level and picks the widest the
+CPU supports when it loads; ``WIOU_OPS_ISA=baseline|avx2|avx512`` lowers it.
 
 The kernels take y_pred float32/float16/bfloat16 and y_true
 float32/float16/bfloat16/uint8/int32/bool; other dtypes go to ``xla``.
 """
 
+import logging
 import os
 import warnings
 
 import tensorflow as tf
 
+from wiou_ops._kernels import native_build, native_library
 from wiou_ops._kernels.custom_gradient import FusedIoUSums
-from wiou_ops._kernels.native_library import (  # noqa: F401 - LIBRARY_NAME: for callers
-    LIBRARY_NAME, PACKAGE_DIR, built_for, library_path)
 
 DISABLE_VARIABLE = "WIOU_OPS_DISABLE_NATIVE"
+ISA_VARIABLE = "WIOU_OPS_ISA"  # read by the library itself (kernels/wiou_dispatch.cc)
+ISA_LEVELS = ("baseline", "avx2", "avx512")
 
 PRED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 TRUE_DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.uint8, tf.int32, tf.bool)
 
 
-def load(directory=PACKAGE_DIR):
-    """Returns ``(op_library, None)`` or ``(None, reason it is not available)``."""
+def _tensorflow_flags():
+    return tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+
+
+def check_isa_variable():
+    """Raises ValueError naming WIOU_OPS_ISA when it holds no known level."""
+    asked = os.environ.get(ISA_VARIABLE, "")
+    if asked and asked not in ISA_LEVELS:
+        raise ValueError(f"{ISA_VARIABLE}={asked!r} is not one of {', '.join(ISA_LEVELS)}")
+
+
+def load(package_dir=native_library.PACKAGE_DIR, root=None):
+    """Returns ``(op_library, Found, None)`` or ``(None, None, reason it is not available)``."""
     if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
-        return None, f"disabled by {DISABLE_VARIABLE}"
-    library = library_path(directory)
-    if not library.exists():
-        return None, (
-            "the native CPU kernel is not built (no C++ compiler or no TensorFlow when the "
-            "package was built); build it with `pip install --no-build-isolation -e .` "
-            "or `make test`"
-        )
-    version = built_for(library)
-    if version is None:
-        return None, f"{library} carries no TensorFlow version stamp; rebuild it"
-    if version != tf.__version__:
-        return None, (
-            f"the native CPU kernel was built for TensorFlow {version}, but TensorFlow "
-            f"{tf.__version__} is running; rebuild it with `pip install --no-build-isolation -e .`"
-        )
+        return None, None, f"disabled by {DISABLE_VARIABLE}"
+    check_isa_variable()
     try:
-        return tf.load_op_library(str(library)), None
+        found = native_library.locate(
+            tf.__version__, _tensorflow_flags, package_dir, root,
+            build=_logged_build)
+    except (native_build.BuildError, native_library.Refused, OSError) as error:
+        return None, None, f"the native CPU kernel is not available: {error}"
+    try:
+        return tf.load_op_library(str(found.path)), found, None
     except (tf.errors.NotFoundError, OSError) as err:
-        return None, f"the native CPU kernel failed to load: {err}"
+        return None, None, f"the native CPU kernel failed to load: {err}"
+
+
+def _logged_build(out_path, *args, **kwargs):
+    # A first-use build takes a minute or two: say so while it runs, not after.
+    logging.getLogger("wiou_ops").warning(
+        "wiou_ops: compiling the native CPU kernel for TensorFlow %s into %s "
+        "(once per TensorFlow version; about a minute or two)", tf.__version__, out_path)
+    return native_build.compile_library(out_path, *args, **kwargs)
+
+
+def isa():
+    """(level in use, widest level of this CPU), from the loaded library; None without it."""
+    if _library is None:
+        return None
+    active, cpu = _library.wiou_kernel_isa()
+    return active.numpy().decode(), cpu.numpy().decode()
 
 
 def supports(y_true, y_pred):
@@ -112,7 +135,7 @@ def variant(write_masks):
     return make(_library, write_masks=write_masks) if _library is not None else None
 
 
-_library, UNAVAILABLE_REASON = load()
+_library, FOUND, UNAVAILABLE_REASON = load()
 NATIVE = variant(write_masks=True)
 if NATIVE is None and not UNAVAILABLE_REASON.startswith("disabled"):
     warnings.warn(
