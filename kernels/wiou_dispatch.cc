@@ -132,6 +132,28 @@ void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const fl
                                                grad));
 }
 
+template <typename TLabel, typename TPred>
+void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* weights,
+                            int64_t group_pixels, const MultiClassParams& params,
+                            int64_t first, int64_t last, float* partials) {
+  WIOU_DISPATCH(multiclass_sums_blocks<TLabel, TPred>(labels, x, weights, group_pixels, params,
+                                                      first, last, partials));
+}
+
+void combine_multiclass_partials(const float* partials, int64_t groups,
+                                 int64_t blocks_per_group, int64_t classes, float* sums) {
+  WIOU_DISPATCH(combine_multiclass_partials(partials, groups, blocks_per_group, classes, sums));
+}
+
+template <typename TLabel, typename TPred>
+void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weights,
+                         int64_t group_pixels, const float* coef,
+                         const MultiClassParams& params, int64_t first, int64_t last,
+                         TPred* grad) {
+  WIOU_DISPATCH(multiclass_gradient<TLabel, TPred>(labels, x, weights, group_pixels, coef,
+                                                   params, first, last, grad));
+}
+
 float stream_read_sum(const float* x, int64_t begin, int64_t end) {
   WIOU_DISPATCH(stream_read_sum(x, begin, end));
 }

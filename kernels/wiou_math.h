@@ -256,31 +256,50 @@ inline void stream_fence() {
 #endif
 }
 
-// exp(x) for x <= 0, 16 lanes (Cephes expf: range reduction by ln 2 and a
-// degree-6 polynomial, ~1 ulp). Below -87 (where exp leaves the normal range)
-// it returns 0: saturated logits then give exactly 0 and 1 and a zero
-// gradient, as TensorFlow's sigmoid does.
-inline vfloat exp_nonpositive(vfloat x_in) {
-  const vint underflow = x_in < -87.0f;
-  const vfloat x = underflow ? vfloat{} - 87.0f : x_in;
-  const vfloat fx = x * 1.44269504088896341f + 0.5f;
-  vint n = __builtin_convertvector(fx, vint);  // truncates toward 0
-  vfloat t = __builtin_convertvector(n, vfloat);
-  const vint too_big = t > fx;                 // floor for negative values
-  t = too_big ? t - 1.0f : t;
-  n = too_big ? n - 1 : n;
-  const vfloat r = x - t * 0.693359375f - t * -2.12194440e-4f;
-  vfloat poly = vfloat{} + 1.9875691500e-4f;
+// exp(x) for x <= 0, any float vector type (Cephes expf: range reduction by ln 2
+// and a degree-6 polynomial, ~1 ulp). Below -87 (where exp leaves the normal range)
+// it returns 0: saturated logits then give exactly 0 and 1 and a zero gradient, as
+// TensorFlow's sigmoid does. Lane by lane the same operations at every width, so
+// every instruction-set level gets the same bits.
+template <typename VF>
+inline VF exp_nonpositive(VF x_in) {
+  using VI = decltype(x_in < x_in);
+  const VI underflow = x_in < -87.0f;
+  const VF x = underflow ? VF{} - 87.0f : x_in;
+  const VF fx = x * 1.44269504088896341f + 0.5f;
+  // t = floor(fx) and n = (int)t without float<->int conversions: adding 1.5·2^23
+  // rounds |fx| < 2^22 to an integer held in the low mantissa bits.
+  const VF magic = VF{} + 12582912.0f;
+  VF t = (fx + magic) - magic;  // fx rounded to nearest
+  t = t > fx ? t - 1.0f : t;    // floor
+  VI n, magic_bits;
+  const VF shifted = t + magic;
+  std::memcpy(&n, &shifted, sizeof(n));
+  std::memcpy(&magic_bits, &magic, sizeof(magic_bits));
+  n -= magic_bits;
+  const VF r = x - t * 0.693359375f - t * -2.12194440e-4f;
+  VF poly = VF{} + 1.9875691500e-4f;
   poly = poly * r + 1.3981999507e-3f;
   poly = poly * r + 8.3334519073e-3f;
   poly = poly * r + 4.1665795894e-2f;
   poly = poly * r + 1.6666665459e-1f;
   poly = poly * r + 5.0000001201e-1f;
   poly = poly * r * r + r + 1.0f;
-  const vint bits = (n + 127) << 23;
-  vfloat scale;
+  const VI bits = (n + 127) << 23;
+  VF scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return underflow ? vfloat{} : poly * scale;
+  return underflow ? VF{} : poly * scale;
+}
+
+// sigmoid(z) and sigmoid(-z), each side without cancellation, never overflowing.
+template <typename VF>
+inline void sigmoid_pair(VF z, VF& p, VF& q) {
+  using VI = decltype(z < z);
+  const VI negative = z < 0.0f;
+  const VF e = exp_nonpositive(negative ? z : -z);  // exp(-|z|)
+  const VF big = 1.0f / (1.0f + e), small = e * big;
+  p = negative ? small : big;
+  q = negative ? big : small;
 }
 
 // p̂ and q̂ = 1 - p̂ (see wiou_math_api.h): clip, or a sigmoid that never
@@ -288,11 +307,7 @@ inline vfloat exp_nonpositive(vfloat x_in) {
 template <bool kLogits>
 inline void probabilities(vfloat x, const Params& params, vfloat& p, vfloat& q) {
   if (kLogits) {
-    const vint negative = x < 0.0f;
-    const vfloat e = exp_nonpositive(negative ? x : -x);  // exp(-|z|)
-    const vfloat big = 1.0f / (1.0f + e), small = e * big;
-    p = negative ? small : big;
-    q = negative ? big : small;
+    sigmoid_pair(x, p, q);
   } else {
     const vfloat lo = vfloat{} + params.lo, hi = vfloat{} + params.hi;
     p = x < lo ? lo : x;

@@ -64,6 +64,28 @@ inline int64_t num_blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
 // Each group's words start afresh (group g: words [g·mask_words, (g+1)·mask_words)).
 inline int64_t mask_words(int64_t group_size) { return (group_size + kLanes - 1) / kLanes; }
 
+// Multi-class (wiou_ops/_multiclass.py, the single statement of the math): per group
+// and class c the sums {I_c = Σ s·y_c·p̂_c, P_c = Σ s·p̂_c, Y_c = Σ s·y_c}, with p̂ the
+// clip of the probabilities, or softmax / sigmoid of logits; y_c = 1[id = c] for
+// sparse ids; s = weight map · 1[id ≠ ignore] (dense labels: · (1 - y_ignore)).
+// y_pred is (pixels, C) row-major; each group's pixels are cut into blocks of
+// kPixelBlock pixels, numbered group by group, each summed with kLanes pixels per
+// accumulator and combined pairwise in a fixed order (deterministic, as above).
+enum class Activation : int { kClip = 0, kSoftmax = 1, kSigmoid = 2 };
+constexpr int kClassSums = 3;
+constexpr int64_t kPixelBlock = 1024;
+inline int64_t num_pixel_blocks(int64_t pixels) {
+  return (pixels + kPixelBlock - 1) / kPixelBlock;
+}
+
+struct MultiClassParams {
+  int64_t classes = 2;
+  Activation activation = Activation::kClip;
+  bool sparse = false;        // labels: one id per pixel, else C values per pixel
+  int64_t ignore_class = -1;  // -1: none
+  float lo = 1e-7f, hi = 1.0f - 1e-7f;  // the clip bounds as float32 constants
+};
+
 // Instruction-set levels of the loops. Each level is its own compile unit
 // (wiou_math_instances.cc built with that level's -march, in the namespace
 // isa_<level>); the entry points below pick one at run time from the CPU's own
@@ -113,11 +135,30 @@ void set_active_isa(Isa isa);
 #define WIOU_INSTANTIATE_MASKS(TPRED)                                                     \
   template void iou_gradient_from_masks<TPRED>(const uint32_t*, int64_t, const float*,     \
                                                const Params&, int64_t, int64_t, TPRED*);
-#define WIOU_INSTANTIATE_ENTRY_POINTS()            \
-  WIOU_FOR_EACH_DTYPE_PAIR(WIOU_INSTANTIATE_PAIR) \
-  WIOU_INSTANTIATE_MASKS(float)                   \
-  WIOU_INSTANTIATE_MASKS(::wiou::float16)         \
-  WIOU_INSTANTIATE_MASKS(::wiou::bfloat16)
+// Multi-class labels: ids (uint8, int32) or dense labels (any of these).
+#define WIOU_FOR_EACH_MULTICLASS_LABEL(X, TPRED) \
+  X(float, TPRED)                                 \
+  X(::wiou::float16, TPRED)                       \
+  X(::wiou::bfloat16, TPRED)                      \
+  X(uint8_t, TPRED)                               \
+  X(int32_t, TPRED)
+#define WIOU_INSTANTIATE_MULTICLASS_PAIR(TLABEL, TPRED)                                  \
+  template void multiclass_sums_blocks<TLABEL, TPRED>(const TLABEL*, const TPRED*,        \
+                                                      const float*, int64_t,              \
+                                                      const MultiClassParams&, int64_t,   \
+                                                      int64_t, float*);                   \
+  template void multiclass_gradient<TLABEL, TPRED>(const TLABEL*, const TPRED*, const float*, \
+                                                   int64_t, const float*,                 \
+                                                   const MultiClassParams&, int64_t, int64_t, \
+                                                   TPRED*);
+#define WIOU_INSTANTIATE_ENTRY_POINTS()                                            \
+  WIOU_FOR_EACH_DTYPE_PAIR(WIOU_INSTANTIATE_PAIR)                                 \
+  WIOU_INSTANTIATE_MASKS(float)                                                   \
+  WIOU_INSTANTIATE_MASKS(::wiou::float16)                                         \
+  WIOU_INSTANTIATE_MASKS(::wiou::bfloat16)                                        \
+  WIOU_FOR_EACH_MULTICLASS_LABEL(WIOU_INSTANTIATE_MULTICLASS_PAIR, float)          \
+  WIOU_FOR_EACH_MULTICLASS_LABEL(WIOU_INSTANTIATE_MULTICLASS_PAIR, ::wiou::float16) \
+  WIOU_FOR_EACH_MULTICLASS_LABEL(WIOU_INSTANTIATE_MULTICLASS_PAIR, ::wiou::bfloat16)
 
 }  // namespace wiou
 

@@ -37,3 +37,26 @@ void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const fl
 // Benchmark instrument: sum of x[begin, end) with kLanes accumulators, the
 // fastest plain streaming read this CPU does (wiou-bench's byte floor).
 float stream_read_sum(const float* x, int64_t begin, int64_t end);
+
+// Multi-class (wiou_math_api.h): partial sums of pixel blocks [first, last) into
+// partials[(block·kClassSums + sum)·C + c]. labels: ids (pixels) with params.sparse,
+// else (pixels, C); weights: a weight map (pixels), or nullptr for s = 1.
+template <typename TLabel, typename TPred>
+void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* weights,
+                            int64_t group_pixels, const MultiClassParams& params,
+                            int64_t first, int64_t last, float* partials);
+
+// sums[(g·C + c)·kClassSums + sum] for every group from the block partials, pairwise
+// in a fixed order.
+void combine_multiclass_partials(const float* partials, int64_t groups,
+                                 int64_t blocks_per_group, int64_t classes, float* sums);
+
+// The VJP for pixel blocks [first, last), written in x's dtype: with
+// g_c = s·(a_c·y_c + b_c), (a_c, b_c) = coef[(g·C + c)·2 + {0, 1}], the gradient is
+// g_c·1[ε ≤ x_c ≤ 1-ε] (clip), g_c·p̂_c·(1 - p̂_c) (sigmoid) or
+// p̂_c·(g_c - Σ_k g_k·p̂_k) (softmax, p̂ recomputed from x).
+template <typename TLabel, typename TPred>
+void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weights,
+                         int64_t group_pixels, const float* coef,
+                         const MultiClassParams& params, int64_t first, int64_t last,
+                         TPred* grad);

@@ -3,6 +3,7 @@
 // -DWIOU_ISA_NAMESPACE=isa_<level> (wiou_ops/_kernels/native_build.py); no
 // TensorFlow header in this file.
 #include "wiou_math.h"
+#include "wiou_multiclass.h"
 
 namespace wiou {
 namespace WIOU_ISA_NAMESPACE {
@@ -13,6 +14,20 @@ void combine_partials(const float* partials, int64_t groups, int64_t blocks_per_
     const float* first = partials + kMaxTerms * g * blocks_per_group;
     for (int t = 0; t < terms; ++t) {
       sums[terms * g + t] = pairwise_column_sum(first, blocks_per_group, t);
+    }
+  }
+}
+
+void combine_multiclass_partials(const float* partials, int64_t groups,
+                                 int64_t blocks_per_group, int64_t classes, float* sums) {
+  const int64_t stride = kClassSums * classes;
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* first = partials + g * blocks_per_group * stride;
+    for (int64_t c = 0; c < classes; ++c) {
+      for (int sum = 0; sum < kClassSums; ++sum) {
+        sums[(g * classes + c) * kClassSums + sum] =
+            pairwise_strided_sum(first, blocks_per_group, stride, sum * classes + c);
+      }
     }
   }
 }

@@ -5,6 +5,8 @@
 //       -> sums float32[groups, terms], label_masks uint32, masks_complete bool
 //   WiouIouSumsGrad(y_true, y_pred, weights, coef, label_masks, masks_complete; attrs)
 //       -> grad (y_pred's dtype)
+//   WiouMultiClassSums(labels, y_pred, weights; attrs) -> sums float32[groups, C, 3]
+//   WiouMultiClassSumsGrad(labels, y_pred, weights, coef; attrs) -> grad (y_pred's dtype)
 //   WiouKernelIsa() -> the loops' instruction-set level in use, and the CPU's widest
 //   WiouStreamRead(x) -> sum of x (benchmark instrument: the byte floor)
 // label_masks: the 2 bits per element of wiou_math_api.h when write_masks is set
@@ -105,6 +107,54 @@ REGISTER_OP("WiouIouSumsGrad")
     .Doc("m*(a*y + b*(1-y))*dp^ with (a, b) = coef[group]: the VJP of WiouIouSums, from "
          "the label masks when masks_complete, else from y and p.");
 
+// Multi-class (wiou_math_api.h, wiou_ops/_multiclass.py).
+constexpr char kLabelAttr[] = "Tlabel: {float, half, bfloat16, uint8, int32}";
+#define WIOU_MULTICLASS_ATTRS                          \
+  Attr("activation: {'clip', 'softmax', 'sigmoid'}")   \
+      .Attr("sparse: bool")                            \
+      .Attr("ignore_class: int")                       \
+      .Attr("per_image: bool")                         \
+      .Attr("epsilon: float")                          \
+      .Attr(kPredAttr)                                 \
+      .Attr(kLabelAttr)
+
+REGISTER_OP("WiouMultiClassSums")
+    .Input("labels: Tlabel")
+    .Input("y_pred: Tpred")
+    .Input("weights: float")
+    .Output("sums: float")
+    .WIOU_MULTICLASS_ATTRS
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      bool per_image;
+      TF_RETURN_IF_ERROR(c->GetAttr("per_image", &per_image));
+      shape_inference::DimensionHandle groups = c->MakeDim(1);
+      shape_inference::DimensionHandle classes = c->UnknownDim();
+      if (c->RankKnown(c->input(1)) && c->Rank(c->input(1)) > 0) {
+        classes = c->Dim(c->input(1), -1);
+        if (per_image) groups = c->Dim(c->input(1), 0);
+      } else if (per_image) {
+        groups = c->UnknownDim();
+      }
+      c->set_output(0, c->MakeShape({groups, classes, c->MakeDim(wiou::kClassSums)}));
+      return absl::OkStatus();
+    })
+    .Doc("Multi-class IoU sums {I, P, Y} per group and class (wiou_ops/_multiclass.py); "
+         "labels: ids (pixels) when sparse, else y_pred's shape; weights: a map of the "
+         "pixels, or empty for none.");
+
+REGISTER_OP("WiouMultiClassSumsGrad")
+    .Input("labels: Tlabel")
+    .Input("y_pred: Tpred")
+    .Input("weights: float")
+    .Input("coef: float")
+    .Output("grad: Tpred")
+    .WIOU_MULTICLASS_ATTRS
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      return absl::OkStatus();
+    })
+    .Doc("The VJP of WiouMultiClassSums with coef[g, c] = (dI, dP), one pass over y_pred.");
+
 REGISTER_OP("WiouKernelIsa")
     .Output("active: string")
     .Output("cpu: string")
@@ -159,6 +209,41 @@ void ForEachBlock(OpKernelContext* ctx, int64_t blocks, const Work& work) {
     work(0, blocks);
   }
 }
+
+// The gradient is as large as y_pred (16 MB at 16x512x512 float32); a fresh
+// allocation each step is page-faulted in again, which costs milliseconds. The
+// previous step's buffer is reused once nobody else holds it. Buffers over
+// kMaxCachedBytes are not kept: one huge call must not pin gigabytes for the
+// process's lifetime, and there the page faults are a small part of the pass.
+template <typename T>
+class GradientBufferCache {
+ public:
+  Tensor Get(OpKernelContext* ctx, const TensorShape& shape) {
+    const bool cacheable = shape.num_elements() * int64_t{sizeof(T)} <= kMaxCachedBytes;
+    if (cacheable) {
+      mutex_lock lock(mu_);
+      if (cached_.shape() == shape && cached_.RefCountIsOne()) {
+        return cached_;  // the copy takes a reference: concurrent calls see it as busy
+      }
+    }
+    Tensor fresh;
+    Status s = ctx->allocate_temp(DataTypeToEnum<T>::value, shape, &fresh);
+    if (!s.ok()) {
+      ctx->SetStatus(s);
+      return fresh;
+    }
+    if (cacheable) {
+      mutex_lock lock(mu_);
+      cached_ = fresh;  // the old one is busy or of another shape
+    }
+    return fresh;
+  }
+
+ private:
+  static constexpr int64_t kMaxCachedBytes = int64_t{1} << 30;
+  mutex mu_;
+  Tensor cached_ TF_GUARDED_BY(mu_);
+};
 
 // The attributes as the math's parameters, and the inputs' layout.
 class SumsOpBase : public OpKernel {
@@ -284,7 +369,7 @@ class IouSumsGradOp : public SumsOpBase {
                                         masks.shape().DebugString(), ") do not fit y_pred ",
                                         y_pred.shape().DebugString(),
                                         " or the op has a weight map or logits"));
-    Tensor grad = GradientBuffer(ctx, y_pred.shape());
+    Tensor grad = buffers_.Get(ctx, y_pred.shape());
     if (!ctx->status().ok()) return;
     const auto* y = storage<TTrue>(*in.y_true);
     const auto* p = storage<TPred>(y_pred);
@@ -304,36 +389,7 @@ class IouSumsGradOp : public SumsOpBase {
   }
 
  private:
-  // The gradient is as large as y_pred (16 MB at 16x512x512 float32); a fresh
-  // allocation each step is page-faulted in again, which costs milliseconds.
-  // The previous step's buffer is reused once nobody else holds it. Buffers over
-  // kMaxCachedBytes are not kept: one huge call must not pin gigabytes for the
-  // process's lifetime, and there the page faults are a small part of the pass.
-  static constexpr int64_t kMaxCachedBytes = int64_t{1} << 30;
-
-  Tensor GradientBuffer(OpKernelContext* ctx, const TensorShape& shape) {
-    const bool cacheable = shape.num_elements() * int64_t{sizeof(TPred)} <= kMaxCachedBytes;
-    if (cacheable) {
-      mutex_lock lock(mu_);
-      if (cached_.shape() == shape && cached_.RefCountIsOne()) {
-        return cached_;  // the copy takes a reference: concurrent calls see it as busy
-      }
-    }
-    Tensor fresh;
-    Status s = ctx->allocate_temp(DataTypeToEnum<TPred>::value, shape, &fresh);
-    if (!s.ok()) {
-      ctx->SetStatus(s);
-      return fresh;
-    }
-    if (cacheable) {
-      mutex_lock lock(mu_);
-      cached_ = fresh;  // the old one is busy or of another shape
-    }
-    return fresh;
-  }
-
-  mutex mu_;
-  Tensor cached_ TF_GUARDED_BY(mu_);
+  GradientBufferCache<TPred> buffers_;
 };
 
 class StreamReadOp : public OpKernel {
@@ -360,6 +416,138 @@ class StreamReadOp : public OpKernel {
   }
 };
 REGISTER_KERNEL_BUILDER(Name("WiouStreamRead").Device(DEVICE_CPU), StreamReadOp);
+
+// The multi-class attributes as the math's parameters, and the inputs' layout.
+class MultiClassOpBase : public OpKernel {
+ public:
+  explicit MultiClassOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string activation;
+    int64_t ignore_class = -1;
+    float epsilon = 0;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("sparse", &params_.sparse));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("ignore_class", &ignore_class));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("per_image", &per_image_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon));
+    params_.activation = activation == "softmax"   ? wiou::Activation::kSoftmax
+                         : activation == "sigmoid" ? wiou::Activation::kSigmoid
+                                                   : wiou::Activation::kClip;
+    params_.ignore_class = ignore_class;
+    params_.lo = epsilon;
+    params_.hi = static_cast<float>(1.0 - static_cast<double>(epsilon));
+  }
+
+ protected:
+  struct Layout {
+    const float* weights = nullptr;  // nullptr for s = 1
+    int64_t groups = 0, group_pixels = 0;
+    wiou::MultiClassParams params;
+  };
+
+  Status ReadInputs(OpKernelContext* ctx, Layout* out) const {
+    const Tensor& labels = ctx->input(0);
+    const Tensor& y_pred = ctx->input(1);
+    const Tensor& weights = ctx->input(2);
+    if (y_pred.dims() < 1 + (per_image_ ? 1 : 0) || y_pred.dim_size(y_pred.dims() - 1) < 1) {
+      return errors::InvalidArgument("y_pred must be (B, ..., C) with C >= 1, got ",
+                                     y_pred.shape().DebugString());
+    }
+    const int64_t classes = y_pred.dim_size(y_pred.dims() - 1);
+    const int64_t pixels = y_pred.NumElements() / classes;
+    if (params_.sparse ? labels.NumElements() != pixels : labels.shape() != y_pred.shape()) {
+      return errors::InvalidArgument("labels ", labels.shape().DebugString(),
+                                     params_.sparse ? " must hold one id per pixel of y_pred "
+                                                    : " must have y_pred's shape ",
+                                     y_pred.shape().DebugString());
+    }
+    if (weights.NumElements() != 0 && weights.NumElements() != pixels) {
+      return errors::InvalidArgument("the weight map must hold one weight per pixel (",
+                                     pixels, "), got ", weights.shape().DebugString());
+    }
+    out->params = params_;
+    out->params.classes = classes;
+    out->weights = weights.NumElements() == 0 ? nullptr : weights.flat<float>().data();
+    out->groups = per_image_ ? y_pred.dim_size(0) : 1;
+    out->group_pixels = out->groups > 0 ? pixels / out->groups : 0;
+    return absl::OkStatus();
+  }
+
+  // Work per pixel block for the thread pool's cost model (cycles, roughly).
+  static int64_t BlockCost(int64_t classes) { return wiou::kPixelBlock * classes * 8; }
+
+  wiou::MultiClassParams params_;
+  bool per_image_ = false;
+};
+
+template <typename TPred, typename TLabel>
+class MultiClassSumsOp : public MultiClassOpBase {
+ public:
+  using MultiClassOpBase::MultiClassOpBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Layout in;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, &in));
+    const int64_t classes = in.params.classes;
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, TensorShape({in.groups, classes, wiou::kClassSums}), &out));
+    const int64_t per_group = wiou::num_pixel_blocks(in.group_pixels);
+    const int64_t blocks = in.groups * per_group;
+    std::vector<float> partials(wiou::kClassSums * classes * (blocks > 0 ? blocks : 1), 0.0f);
+    const auto* labels = storage<TLabel>(ctx->input(0));
+    const auto* x = storage<TPred>(ctx->input(1));
+    auto work = [&](int64_t first, int64_t last) {
+      wiou::multiclass_sums_blocks(labels, x, in.weights, in.group_pixels, in.params, first,
+                                   last, partials.data());
+    };
+    if (blocks > 1) {
+      ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+          blocks, BlockCost(classes), work);
+    } else {
+      work(0, blocks);
+    }
+    wiou::combine_multiclass_partials(partials.data(), in.groups, per_group, classes,
+                                      out->flat<float>().data());
+  }
+};
+
+template <typename TPred, typename TLabel>
+class MultiClassSumsGradOp : public MultiClassOpBase {
+ public:
+  using MultiClassOpBase::MultiClassOpBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Layout in;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, &in));
+    const int64_t classes = in.params.classes;
+    const Tensor& coef = ctx->input(3);
+    OP_REQUIRES(ctx, coef.NumElements() == in.groups * classes * 2,
+                errors::InvalidArgument("coef must hold 2 values per group and class (",
+                                        in.groups, " x ", classes, "), got ",
+                                        coef.shape().DebugString()));
+    const Tensor& y_pred = ctx->input(1);
+    Tensor grad = buffers_.Get(ctx, y_pred.shape());
+    if (!ctx->status().ok()) return;
+    const auto* labels = storage<TLabel>(ctx->input(0));
+    const auto* x = storage<TPred>(y_pred);
+    auto* g = const_cast<typename Storage<TPred>::type*>(storage<TPred>(grad));
+    const int64_t blocks = in.groups * wiou::num_pixel_blocks(in.group_pixels);
+    auto work = [&](int64_t first, int64_t last) {
+      wiou::multiclass_gradient(labels, x, in.weights, in.group_pixels,
+                                coef.flat<float>().data(), in.params, first, last, g);
+    };
+    if (blocks > 1) {
+      ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+          blocks, BlockCost(classes), work);
+    } else {
+      work(0, blocks);
+    }
+    ctx->set_output(0, grad);
+  }
+
+ private:
+  GradientBufferCache<TPred> buffers_;
+};
 
 class KernelIsaOp : public OpKernel {
  public:
@@ -398,6 +586,30 @@ REGISTER_KERNEL_BUILDER(Name("WiouKernelIsa").Device(DEVICE_CPU), KernelIsaOp);
 WIOU_REGISTER_ALL_LABELS(float)
 WIOU_REGISTER_ALL_LABELS(Eigen::half)
 WIOU_REGISTER_ALL_LABELS(Eigen::bfloat16)
+
+#define WIOU_REGISTER_MULTICLASS(TPRED, TLABEL)                                            \
+  REGISTER_KERNEL_BUILDER(Name("WiouMultiClassSums")                                      \
+                              .Device(DEVICE_CPU)                                          \
+                              .TypeConstraint<TPRED>("Tpred")                              \
+                              .TypeConstraint<TLABEL>("Tlabel"),                           \
+                          MultiClassSumsOp<TPRED, TLABEL>);                               \
+  REGISTER_KERNEL_BUILDER(Name("WiouMultiClassSumsGrad")                                  \
+                              .Device(DEVICE_CPU)                                          \
+                              .TypeConstraint<TPRED>("Tpred")                              \
+                              .TypeConstraint<TLABEL>("Tlabel"),                           \
+                          MultiClassSumsGradOp<TPRED, TLABEL>);
+
+// Keep in step with kLabelAttr and WIOU_FOR_EACH_MULTICLASS_LABEL.
+#define WIOU_REGISTER_MULTICLASS_LABELS(TPRED)      \
+  WIOU_REGISTER_MULTICLASS(TPRED, float)            \
+  WIOU_REGISTER_MULTICLASS(TPRED, Eigen::half)      \
+  WIOU_REGISTER_MULTICLASS(TPRED, Eigen::bfloat16)  \
+  WIOU_REGISTER_MULTICLASS(TPRED, uint8)            \
+  WIOU_REGISTER_MULTICLASS(TPRED, int32)
+
+WIOU_REGISTER_MULTICLASS_LABELS(float)
+WIOU_REGISTER_MULTICLASS_LABELS(Eigen::half)
+WIOU_REGISTER_MULTICLASS_LABELS(Eigen::bfloat16)
 
 }  // namespace
 }  // namespace tensorflow

@@ -16,7 +16,8 @@ try:
     # Imported here, not on first use: importing registers the loss classes with Keras,
     # so that keras.models.load_model finds them after `import wiou_ops`.
     from wiou_ops._router import available_implementations, last_implementation
-    from wiou_ops.losses import WeightedIoULoss, weighted_iou_loss
+    from wiou_ops.losses import (MultiClassIoULoss, WeightedIoULoss, multiclass_iou_loss,
+                                 weighted_iou_loss)
     from wiou_ops.reference import SeedWeightedIoULoss
 except ModuleNotFoundError as error:
     if (error.name or "").split(".")[0] not in _FRAMEWORKS:
@@ -34,6 +35,8 @@ except ModuleNotFoundError as error:
 __all__ = [
     "WeightedIoULoss",
     "weighted_iou_loss",
+    "MultiClassIoULoss",
+    "multiclass_iou_loss",
     "SeedWeightedIoULoss",
     "available_implementations",
     "last_implementation",

@@ -45,3 +45,12 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
     _last, loss = backend_module().compute(y_true, y_pred, sample_weight, mask, options,
                                            trace=trace)
     return loss
+
+
+def compute_multiclass(y_true, y_pred, sample_weight, mask, options, trace=True):
+    """The multi-class loss on the current Keras backend (options from
+    ``_common.options.validate_multiclass_options``)."""
+    global _last
+    _last, loss = backend_module().compute_multiclass(y_true, y_pred, sample_weight, mask,
+                                                      options, trace=trace)
+    return loss

@@ -1,6 +1,8 @@
-"""WeightedIoULoss and weighted_iou_loss: the drop-in for the seed class, and more.
+"""The public Keras API: WeightedIoULoss and weighted_iou_loss (binary masks: the drop-in
+for the seed class, and more); MultiClassIoULoss and multiclass_iou_loss (C classes,
+per-class weights, see ``_multiclass.py``).
 
-The public Keras API. It checks the options (``_common.options``) and hands the call
+It checks the options (``_common.options``) and hands the call
 to the backend router (``_router``); every weighting reduces to a few fused sums per
 IoU (``_iou.py``), turned into Keras's reduced loss (``_common.reduction``)::
 
@@ -25,7 +27,7 @@ from keras import ops
 
 from wiou_ops import _router
 from wiou_ops._common.keras_compat import get_keras_mask
-from wiou_ops._common.options import validate_options
+from wiou_ops._common.options import validate_multiclass_options, validate_options
 
 
 def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
@@ -126,4 +128,112 @@ class WeightedIoULoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(self._options)
+        return config
+
+
+def multiclass_iou_loss(y_true, y_pred, sample_weight=None, **options):
+    """Per-class weighted IoU loss of multi-class (or multi-label) predictions, fused.
+
+    Args:
+      y_true: one-hot (or soft, or multi-hot) labels of y_pred's shape (B, ..., C), or
+        integer class ids (B, ...) / (B, ..., 1) with ``sparse_y_true=True``.
+      y_pred: probabilities or logits (``from_logits``), shape (B, ..., C); float32,
+        float16 or bfloat16 (consumed as is, accumulated in float32).
+      sample_weight: optional; per image (B,), per pixel (B, ...), or a scalar.
+      **options: keyword-only options of ``MultiClassIoULoss``.
+
+    Returns:
+      The reduced loss; for ``reduction="none"`` the per-image losses with
+      ``per_image``, else the batch's. Per group (batch or image) and class c::
+
+        I_c = Σ s·y_c·p̂_c,  U_c = Σ s·(y_c + p̂_c - y_c·p̂_c)
+        L_c = -log((I_c + ε)/(U_c + ε)),  loss = Σ_c w_c·L_c / Σ_c w_c
+    """
+    return _router.compute_multiclass(y_true, y_pred, sample_weight, None,
+                                      validate_multiclass_options(**options))
+
+
+@keras.saving.register_keras_serializable(package="wiou_ops")
+class MultiClassIoULoss(keras.losses.Loss):
+    """Per-class weighted IoU (soft Jaccard) loss for multi-class and multi-label
+    segmentation, one fused pass over the C channels with a hand-written gradient.
+
+    Per group g (the batch, or each image with ``per_image``) and class c, with s the
+    pixel weight (sample weight, Keras mask, 0 on ``ignore_class`` pixels) and p̂ the
+    clipped probabilities, or softmax(z) (sigmoid(z) with ``multi_label``) of logits::
+
+        I_c = Σ s·y_c·p̂_c,   U_c = Σ s·(y_c + p̂_c - y_c·p̂_c)
+        L_c = -log((I_c + ε)/(U_c + ε))      (log=False: 1 - (I_c + ε)/(U_c + ε))
+        loss_g = Σ_c w_c·L_c / Σ_c w_c       over the classes that count
+
+    A class counts when its weight is > 0, it is not ``ignore_class``, and, with
+    ``absent_classes="skip"``, it has a labelled pixel in the group (a group where
+    none counts has loss 0). Then Keras's reduction of the per-group losses.
+
+    Args:
+      class_weights: C non-negative floats (None: all 1); 0 leaves a class out.
+      epsilon: smoothing ε, also the clip bound for probabilities.
+      sparse_y_true: y_true holds integer class ids, shape (B, ...) or (B, ..., 1).
+      ignore_class: an id whose pixels count nowhere (e.g. 255 = void); if it is
+        also a channel, that channel is left out of the class mean.
+      multi_label: channels are independent (sigmoid) instead of exclusive (softmax).
+      from_logits: y_pred holds logits (softmax over the last axis, or sigmoid).
+      per_image: one loss per image instead of one for the batch.
+      log: ``-log`` of the ratio (default) or ``1 - ratio``.
+      absent_classes: "include" (default) or "skip".
+      cross_replica: under tf.distribute, IoU sums of the global batch.
+      check_inputs: check label ids, value ranges and sample weights at run time.
+      implementation: "auto", or "native", "xla", "graph" on TensorFlow.
+    """
+
+    def __init__(
+        self,
+        class_weights=None,
+        epsilon=1e-7,
+        *,
+        sparse_y_true=False,
+        ignore_class=None,
+        multi_label=False,
+        from_logits=False,
+        per_image=False,
+        log=True,
+        absent_classes="include",
+        cross_replica=False,
+        check_inputs=False,
+        implementation="auto",
+        reduction="sum_over_batch_size",
+        name="multiclass_iou_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self._options = validate_multiclass_options(
+            class_weights=class_weights, epsilon=epsilon, sparse_y_true=sparse_y_true,
+            ignore_class=ignore_class, multi_label=multi_label, from_logits=from_logits,
+            per_image=per_image, log=log, absent_classes=absent_classes,
+            cross_replica=cross_replica, check_inputs=check_inputs,
+            implementation=implementation, reduction=reduction)
+
+    def __getattr__(self, name):
+        options = self.__dict__.get("_options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        mask = get_keras_mask(y_pred)
+        with keras.name_scope(self.name):
+            loss = _router.compute_multiclass(y_true, y_pred, sample_weight, mask,
+                                              self._options)
+            return ops.cast(loss, self.dtype)
+
+    def call(self, y_true, y_pred):
+        """The unreduced loss (what ``reduction="none"`` returns)."""
+        options = dict(self._options, reduction="none")
+        return _router.compute_multiclass(y_true, y_pred, None, None, options, trace=False)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._options)
+        if config["class_weights"] is not None:
+            config["class_weights"] = list(config["class_weights"])
         return config

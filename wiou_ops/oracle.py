@@ -207,3 +207,93 @@ def seed_grad_error(y_true, y_pred, grad, sums, epsilon=1e-7, chunks=64):
         worst = max(worst, float(np.max(np.abs(g - want))))
         scale = max(scale, float(np.max(np.abs(want))))
     return worst / scale if scale else worst
+
+
+def _softmax(z):
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def multiclass_value_and_grad(
+    y_true,
+    y_pred,
+    *,
+    class_weights=None,
+    epsilon=1e-7,
+    sparse_y_true=False,
+    ignore_class=None,
+    multi_label=False,
+    from_logits=False,
+    per_image=False,
+    log=True,
+    absent_classes="include",
+    weight_map=None,
+    group_weight=None,
+    reduction="sum_over_batch_size",
+    upstream=1.0,
+):
+    """The multi-class IoU loss (``wiou_ops._multiclass``) in float64, term by term.
+
+    y_pred: (B, ..., C); y_true: ids (B, ...) with ``sparse_y_true``, else (B, ..., C).
+    ``weight_map`` (B, ...) enters the sums; ``group_weight`` ((B,) with per_image, else
+    a scalar) multiplies each group's loss. Returns (loss, upstream · d loss/d y_pred);
+    for ``reduction="none"`` the per-group losses (a scalar without per_image).
+    """
+    x = np.asarray(y_pred, np.float64)
+    classes = x.shape[-1]
+    groups = x.shape[0] if per_image else 1
+    x = x.reshape(groups, -1, classes)
+    eps = _f32(epsilon)
+    s = np.ones(x.shape[:2]) if weight_map is None else np.asarray(
+        weight_map, np.float64).reshape(groups, -1)
+    if sparse_y_true:
+        ids = np.asarray(y_true).astype(np.int64).reshape(groups, -1)
+        y = (ids[..., None] == np.arange(classes)).astype(np.float64)
+        if ignore_class is not None:
+            s = s * (ids != ignore_class)
+    else:
+        y = np.asarray(y_true, np.float64).reshape(x.shape)
+        if ignore_class is not None:
+            s = s * (1.0 - y[..., ignore_class])
+    if not from_logits:
+        lo, hi = _f32(epsilon), _f32(1.0 - epsilon)
+        p = np.clip(x, lo, hi)
+    elif multi_label:
+        p = _sigmoid(x)
+    else:
+        p = _softmax(x)
+    inter = np.sum(s[..., None] * y * p, axis=1)            # (G, C)
+    union = np.sum(s[..., None] * (y + p - y * p), axis=1)
+    label = np.sum(s[..., None] * y, axis=1)
+    class_loss, d_i, d_u = _ratio_loss(inter, union, eps, log)
+    w = np.ones(classes) if class_weights is None else np.asarray(class_weights, np.float64)
+    w = np.broadcast_to(w, (groups, classes)).copy()
+    if ignore_class is not None and ignore_class < classes:
+        w[:, ignore_class] = 0.0
+    if absent_classes == "skip":
+        w = w * (label > 0)
+    norm = np.sum(w, axis=1)
+    safe = np.where(norm > 0, norm, 1.0)
+    loss = np.where(norm > 0, np.sum(w * class_loss, axis=1) / safe, 0.0)
+    d_class = w / safe[:, None]                                 # d loss_g / d L_gc
+    # dL/dp̂ = s·(dL/dI·y + dL/dU·(1 - y)), U = Σ s·(y + p̂ - y·p̂)
+    d_p = s[..., None] * (d_class * d_i)[:, None, :] * y + \
+        s[..., None] * (d_class * d_u)[:, None, :] * (1.0 - y)
+    gw = np.ones(groups) if group_weight is None else np.broadcast_to(
+        np.asarray(group_weight, np.float64).reshape(-1), (groups,))
+    up = np.asarray(upstream, np.float64)
+    if reduction in (None, "none"):
+        d_loss = np.broadcast_to(up, (groups,)) * gw
+        value = loss * gw if per_image else (loss * gw)[0]
+    else:
+        divisor = groups if (per_image and reduction != "sum") else 1.0
+        value = np.sum(loss * gw) / divisor
+        d_loss = up * gw / divisor
+    d_p = d_loss[:, None, None] * d_p
+    if not from_logits:
+        d_x = d_p * ((x >= lo) & (x <= hi))
+    elif multi_label:
+        d_x = d_p * p * (1.0 - p)
+    else:
+        d_x = p * (d_p - np.sum(d_p * p, axis=-1, keepdims=True))
+    return value, d_x.reshape(np.shape(y_pred))

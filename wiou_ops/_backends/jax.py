@@ -49,3 +49,17 @@ def _check_values(y_true, y_pred, sample_weight, options):
     if isinstance(sample_weight, jax.core.Tracer):
         sample_weight = None
     inputs.check_values(y_true, y_pred, sample_weight, options)
+
+
+def compute_multiclass(y_true, y_pred, sample_weight, mask, options, trace=True):
+    """``(implementation name, loss)`` of the multi-class loss; see ``compute``."""
+    del trace
+    y_true, y_pred = inputs.as_multiclass_inputs(y_true, y_pred, options["sparse_y_true"])
+    name = _select(options["implementation"])
+    spec, labels, weight_map, group_weight = reduction.multiclass_plan(
+        y_true, y_pred, sample_weight, mask, options)
+    if options["check_inputs"] and not any(isinstance(a, jax.core.Tracer) for a in (
+            labels, y_pred, sample_weight)):
+        inputs.check_multiclass_values(labels, y_pred, sample_weight, spec)
+    sums = jax_kernel.multiclass_sums(labels, y_pred, weight_map, spec, None)
+    return name, reduction.multiclass_loss_from_sums(sums, spec, group_weight, options)

@@ -34,3 +34,16 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
     sums = ops_kernel.iou_sums(y_true, y_pred, weight_map, spec)
     return name, reduction.loss_from_sums(sums, y_true, y_pred, sample_weight, mask,
                                           group_weight, options)
+
+
+def compute_multiclass(y_true, y_pred, sample_weight, mask, options, trace=True):
+    """``(implementation name, loss)`` of the multi-class loss; see ``compute``."""
+    del trace
+    y_true, y_pred = inputs.as_multiclass_inputs(y_true, y_pred, options["sparse_y_true"])
+    name = _select(options["implementation"])
+    spec, labels, weight_map, group_weight = reduction.multiclass_plan(
+        y_true, y_pred, sample_weight, mask, options)
+    if options["check_inputs"]:
+        inputs.check_multiclass_values(labels, y_pred, sample_weight, spec)
+    sums = ops_kernel.multiclass_sums(labels, y_pred, weight_map, spec)
+    return name, reduction.multiclass_loss_from_sums(sums, spec, group_weight, options)

@@ -21,6 +21,10 @@ from wiou_ops._kernels import custom_gradient, native, xla
 IMPLEMENTATIONS = {"xla": xla.XLA, "graph": xla.GRAPH}
 if native.NATIVE is not None:
     IMPLEMENTATIONS = {"native": native.NATIVE, **IMPLEMENTATIONS}
+MULTICLASS_IMPLEMENTATIONS = {"xla": xla.MULTICLASS_XLA, "graph": xla.MULTICLASS_GRAPH}
+if native.MULTICLASS_NATIVE is not None:
+    MULTICLASS_IMPLEMENTATIONS = {"native": native.MULTICLASS_NATIVE,
+                                  **MULTICLASS_IMPLEMENTATIONS}
 
 
 def available():
@@ -47,7 +51,7 @@ def _on_cpu(tensor):
     return "CPU" in (getattr(tensor, "device", "") or "").upper()
 
 
-def _check_native(y_true, y_pred):
+def _check_native(y_true, y_pred, supports=native.supports):
     if "native" not in IMPLEMENTATIONS:
         raise ValueError(
             f"implementation='native' is not available: {native.UNAVAILABLE_REASON}. "
@@ -58,31 +62,35 @@ def _check_native(y_true, y_pred):
             "implementation='native' cannot run inside an XLA computation "
             "(jit_compile=True or TPU): use 'auto' or 'xla' there."
         )
-    if not native.supports(y_true, y_pred):
+    if not supports(y_true, y_pred):
         raise TypeError(
             "implementation='native' has kernels for y_pred float32/float16/bfloat16 and "
-            "y_true float32/float16/bfloat16/uint8/int32/bool, got y_pred "
+            f"y_true {', '.join(t.name for t in native.true_dtypes(supports))}, got y_pred "
             f"{y_pred.dtype.name} and y_true {y_true.dtype.name}."
         )
 
 
-def select(implementation, y_true, y_pred):
-    """The implementation object for ``implementation`` ("auto" or a name) and these inputs."""
+def select(implementation, y_true, y_pred, implementations=None, supports=native.supports):
+    """The implementation object for ``implementation`` ("auto" or a name) and these inputs.
+
+    ``implementations`` and ``supports``: the multi-class loss's (default: the binary's).
+    """
+    implementations = IMPLEMENTATIONS if implementations is None else implementations
     if implementation == "auto":
         use_native = (
-            "native" in IMPLEMENTATIONS
+            "native" in implementations
             and not in_xla_context()
             and _on_cpu(y_pred)
-            and native.supports(y_true, y_pred)
+            and supports(y_true, y_pred)
         )
-        return IMPLEMENTATIONS["native" if use_native else "xla"]
+        return implementations["native" if use_native else "xla"]
     if implementation == "native":
-        _check_native(y_true, y_pred)
-    if implementation not in IMPLEMENTATIONS:
+        _check_native(y_true, y_pred, supports)
+    if implementation not in implementations:
         raise ValueError(
             f"Unknown implementation={implementation!r}; expected 'auto' or one of "
             f"{available()}.")
-    return IMPLEMENTATIONS[implementation]
+    return implementations[implementation]
 
 
 def as_inputs(y_true, y_pred, per_image=False):
@@ -171,19 +179,26 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None, 
     count = None
     replica = _replica_context() if options["cross_replica"] else None
     if replica is not None and not spec.per_image:
-        # A few scalars per replica. Here, between the compiled kernels and the scalar
-        # math, not inside a nested jit_compile function where tf.distribute cannot
-        # synchronize. Its gradient is again an all-reduce (sum) of the sums' cotangents,
-        # so every replica back-propagates the global IoU's gradient for its own pixels.
-        # Per-image sums need no all-reduce: Keras's batch mean already spans replicas.
+        sums = _all_reduced(replica, sums)
         # The count is exact in int64 (a replica's batch may hold more than 2^31
         # elements), reduced on its own: one all-reduce packs a single dtype.
-        sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
         count = replica.all_reduce(tf.distribute.ReduceOp.SUM,
                                    tf.size(y_pred, out_type=tf.int64))
     return reduction.loss_from_sums(
         sums, y_true, y_pred, sample_weight, mask, group_weight, options, count=count,
         row_sums=xla.ROW_SUMS, replicas=tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def _all_reduced(replica, sums):
+    """The sums of every replica's batch, on every replica.
+
+    A few scalars per replica. Here, between the compiled kernels and the scalar math,
+    not inside a nested jit_compile function where tf.distribute cannot synchronize. Its
+    gradient is again an all-reduce (sum) of the sums' cotangents, so every replica
+    back-propagates the global IoU's gradient for its own pixels. Per-image sums need no
+    all-reduce: Keras's batch mean already spans replicas.
+    """
+    return replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
 
 
 def _replica_context():
@@ -203,16 +218,18 @@ def _replica_context():
 _EAGER_GRAPHS = {}
 
 
-def _graph_for(options, for_gradient):
-    """One traced graph per option set (and replica count, and whether a gradient
-    tape records the call: the graph cannot see the caller's tapes), for eager callers."""
-    key = (tuple(sorted(options.items())), tf.distribute.get_strategy().num_replicas_in_sync,
-           for_gradient)
+def _graph_for(options, for_gradient, loss_fn=None):
+    """One traced graph per loss, option set (and replica count, and whether a gradient
+    tape records the call: the graph cannot see the caller's tapes), for eager callers.
+    ``loss_fn``: ``fused_loss`` (default) or ``fused_multiclass_loss``."""
+    loss_fn = loss_fn or fused_loss
+    key = (loss_fn.__name__, tuple(sorted(options.items())),
+           tf.distribute.get_strategy().num_replicas_in_sync, for_gradient)
     graph = _EAGER_GRAPHS.get(key)
     if graph is None:
 
         def loss_graph(y_true, y_pred, sample_weight, mask):
-            return fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient)
+            return loss_fn(y_true, y_pred, sample_weight, mask, options, for_gradient)
 
         # Exact shapes, no relaxed retracing: Keras's mask and sample-weight
         # broadcasting needs known ranks.
@@ -242,3 +259,98 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True, impl=None)
         return chosen.name, graph(y_true, y_pred, sample_weight, mask)
     return chosen.name, fused_loss(y_true, y_pred, sample_weight, mask, options, impl=chosen)
 
+
+
+# ---- The multi-class loss (``_multiclass``): the same layers, (G, C, 3) sums. ----
+
+def as_multiclass_inputs(y_true, y_pred, sparse):
+    """Tensors with checked dtypes; y_pred keeps its dtype (no up-cast). Shapes are
+    checked with the options (``reduction.multiclass_plan``)."""
+    y_pred = tf.convert_to_tensor(y_pred)
+    if not y_pred.dtype.is_floating:
+        raise TypeError(
+            "y_pred must be a floating tensor of probabilities or logits (float16, "
+            f"bfloat16, float32 or float64), got dtype {y_pred.dtype.name}.")
+    y_true = tf.convert_to_tensor(y_true)
+    if sparse and not (y_true.dtype.is_integer or y_true.dtype.is_floating):
+        raise TypeError("y_true must hold integer class ids (sparse_y_true=True), got "
+                        f"dtype {y_true.dtype.name}.")
+    if not (y_true.dtype.is_floating or y_true.dtype.is_integer or y_true.dtype == tf.bool):
+        raise TypeError(
+            f"y_true must be a float, integer or bool tensor, got dtype {y_true.dtype.name}.")
+    if y_pred.shape.rank is None:
+        raise ValueError("y_pred must have a known rank (B, ..., C) for MultiClassIoULoss.")
+    return y_true, y_pred
+
+
+def _checked_multiclass(labels, y_pred, sample_weight, spec):
+    """``check_inputs=True`` for the multi-class loss (see ``_checked``)."""
+    checks = []
+    if spec.sparse:
+        ids = tf.cast(labels, tf.int64)
+        valid = (ids >= 0) & (ids < spec.num_classes)
+        if spec.ignore_class is not None:
+            valid = valid | tf.equal(ids, spec.ignore_class)
+        checks.append(tf.debugging.assert_equal(
+            tf.reduce_all(valid), True,
+            message=f"y_true holds class ids outside [0, {spec.num_classes}) that are not "
+                    "ignore_class (sparse_y_true=True)"))
+        if labels.dtype.is_floating:
+            checks.append(tf.debugging.assert_equal(
+                tf.reduce_all(tf.equal(tf.cast(ids, labels.dtype), labels)), True,
+                message="y_true must hold whole class ids (sparse_y_true=True)"))
+    else:
+        y = tf.cast(labels, tf.float32)
+        checks += [tf.debugging.assert_greater_equal(y, 0.0, message="y_true must be in [0, 1]"),
+                   tf.debugging.assert_less_equal(y, 1.0, message="y_true must be in [0, 1]")]
+    if spec.from_logits:
+        checks.append(tf.debugging.assert_all_finite(
+            y_pred, message="y_pred (logits) must be finite"))
+    else:
+        message = "y_pred must be probabilities in [0, 1] (from_logits=False)"
+        checks += [
+            tf.debugging.assert_greater_equal(y_pred, tf.zeros([], y_pred.dtype), message=message),
+            tf.debugging.assert_less_equal(y_pred, tf.ones([], y_pred.dtype), message=message)]
+    if sample_weight is not None:
+        weight = tf.cast(sample_weight, tf.float32)
+        checks += [
+            tf.debugging.assert_all_finite(weight, message="sample_weight must be finite"),
+            tf.debugging.assert_greater_equal(weight, 0.0, message="sample_weight must be >= 0"),
+        ]
+    with tf.control_dependencies(checks):
+        return tf.identity(y_pred)
+
+
+def fused_multiclass_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None,
+                          impl=None):
+    """The multi-class loss: the chosen kernel's (G, C, 3) sums, then Keras's reduction."""
+    spec, labels, weight_map, group_weight = reduction.multiclass_plan(
+        y_true, y_pred, sample_weight, mask, options)
+    if options["check_inputs"]:
+        y_pred = _checked_multiclass(labels, y_pred, sample_weight, spec)
+    if impl is None:
+        impl = select(options["implementation"], labels, y_pred, MULTICLASS_IMPLEMENTATIONS,
+                      native.supports_multiclass)
+    sums = impl.sums(labels, y_pred, weight_map, spec, for_gradient)
+    replica = _replica_context() if options["cross_replica"] else None
+    if replica is not None and not spec.per_image:
+        sums = _all_reduced(replica, sums)
+    return reduction.multiclass_loss_from_sums(
+        sums, spec, group_weight, options,
+        replicas=tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def compute_multiclass(y_true, y_pred, sample_weight, mask, options, trace=True, impl=None):
+    """``(implementation name, loss)`` of the multi-class loss (see ``compute``)."""
+    y_true, y_pred = as_multiclass_inputs(y_true, y_pred, options["sparse_y_true"])
+    if impl is not None:
+        return impl.name, fused_multiclass_loss(y_true, y_pred, sample_weight, mask, options,
+                                                impl=impl)
+    chosen = select(options["implementation"], y_true, y_pred, MULTICLASS_IMPLEMENTATIONS,
+                    native.supports_multiclass)
+    if trace and tf.executing_eagerly():
+        graph = _graph_for(dict(options, implementation=chosen.name),
+                           custom_gradient.tape_records(y_pred), fused_multiclass_loss)
+        return chosen.name, graph(y_true, y_pred, sample_weight, mask)
+    return chosen.name, fused_multiclass_loss(y_true, y_pred, sample_weight, mask, options,
+                                              impl=chosen)

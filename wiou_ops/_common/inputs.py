@@ -51,3 +51,46 @@ def check_values(y_true, y_pred, sample_weight, options):
         weight = ops.cast(sample_weight, "float32")
         if not _all(ops.logical_and(ops.isfinite(weight), weight >= 0)):
             raise ValueError("sample_weight must be finite and >= 0 (check_inputs=True).")
+
+
+def as_multiclass_inputs(y_true, y_pred, sparse):
+    """The multi-class loss's tensors with checked dtypes (shapes: ``reduction.multiclass_plan``)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    pred_dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    if not pred_dtype.startswith(("float", "bfloat")):
+        raise TypeError(
+            "y_pred must be a floating tensor of probabilities or logits (float16, "
+            f"bfloat16, float32 or float64), got dtype {pred_dtype}.")
+    y_true = ops.convert_to_tensor(y_true)
+    true_dtype = keras.backend.standardize_dtype(y_true.dtype)
+    allowed = ("float", "bfloat", "int", "uint") + (() if sparse else ("bool",))
+    if not true_dtype.startswith(allowed):
+        raise TypeError(f"y_true must be a {'class id' if sparse else 'float, integer or bool'} "
+                        f"tensor, got dtype {true_dtype}.")
+    return y_true, y_pred
+
+
+def check_multiclass_values(labels, y_pred, sample_weight, spec):
+    """``check_inputs=True`` for the multi-class loss, on the host (concrete arrays)."""
+    if spec.sparse:
+        ids = ops.cast(labels, "int64")
+        valid = ops.logical_and(ids >= 0, ids < spec.num_classes)
+        if spec.ignore_class is not None:
+            valid = ops.logical_or(valid, ids == spec.ignore_class)
+        if not _all(valid):
+            raise ValueError(f"y_true holds class ids outside [0, {spec.num_classes}) that "
+                             "are not ignore_class (sparse_y_true=True; check_inputs=True).")
+    else:
+        y = ops.cast(labels, "float32")
+        if not _all(ops.logical_and(y >= 0, y <= 1)):
+            raise ValueError("y_true must be in [0, 1] (check_inputs=True).")
+    if spec.from_logits:
+        if not _all(ops.isfinite(y_pred)):
+            raise ValueError("y_pred (logits) must be finite (check_inputs=True).")
+    elif not _all(ops.logical_and(y_pred >= 0, y_pred <= 1)):
+        raise ValueError("y_pred must be probabilities in [0, 1] (from_logits=False; "
+                         "check_inputs=True).")
+    if sample_weight is not None:
+        weight = ops.cast(sample_weight, "float32")
+        if not _all(ops.logical_and(ops.isfinite(weight), weight >= 0)):
+            raise ValueError("sample_weight must be finite and >= 0 (check_inputs=True).")

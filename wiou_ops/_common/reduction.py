@@ -21,7 +21,8 @@ tf.distribute, the replica count.
 
 from keras import ops
 
-from wiou_ops import _iou
+from wiou_ops import _iou, _multiclass
+from wiou_ops._common import options as _options
 
 
 def plain_row_sums(x):
@@ -149,10 +150,11 @@ def sums_plan(y_true, sample_weight, mask, options):
     spec = _iou.SumsSpec.from_options(options)
     if spec.weighting == "seed":
         return spec, None, None
-    return (spec, *split_weights(y_true, sample_weight, mask, spec.per_image))
+    return (spec, *split_weights(tuple(y_true.shape), ops.shape(y_true), sample_weight, mask,
+                                 spec.per_image))
 
 
-def split_weights(y_true, sample_weight, mask, per_image):
+def split_weights(shape, dynamic_shape, sample_weight, mask, per_image):
     """Pixel/class weighting: ``(weight map for the sums or None, loss weight per group or None)``.
 
     A ``sample_weight`` is aligned with y_true's leading axes (a (B,) weight
@@ -162,36 +164,38 @@ def split_weights(y_true, sample_weight, mask, per_image):
     as Keras does: inside the sums it would cancel in I/U. Where it varies
     inside an IoU, or has y_true's full shape, it is a weight map inside the
     sums (0 = ignore the pixel).
-    A Keras mask is always a 0/1 weight map.
+    A Keras mask is always a 0/1 weight map. ``shape``: the static shape of the
+    labelled elements (None for unknown dimensions), ``dynamic_shape`` the same from
+    ``ops.shape``.
     """
-    rank = len(y_true.shape)
+    rank = len(shape)
     weight_map, group_weight = None, None
     for name, weight in (("sample_weight", sample_weight), ("mask", mask)):
         if weight is None:
             continue
         weight = ops.cast(weight, "float32")
-        full_shape = tuple(weight.shape) == tuple(y_true.shape)  # always a map, even 1x1 images
+        full_shape = tuple(weight.shape) == shape  # always a map, even 1x1 images
         if len(weight.shape) > rank:
             raise ValueError(
                 f"{name} of shape {tuple(weight.shape)} has more axes than y_true of shape "
-                f"{tuple(y_true.shape)}; it must broadcast to y_true's shape.")
+                f"{shape}; it must broadcast to y_true's shape.")
         while len(weight.shape) < rank:
             weight = ops.expand_dims(weight, -1)
-        for w_dim, y_dim in zip(weight.shape, y_true.shape):
+        for w_dim, y_dim in zip(weight.shape, shape):
             if w_dim not in (1, None) and y_dim is not None and w_dim != y_dim:
                 raise ValueError(
                     f"{name} of shape {tuple(weight.shape)} (trailing axes added) does not "
-                    f"broadcast to y_true's shape {tuple(y_true.shape)}.")
+                    f"broadcast to y_true's shape {shape}.")
         constant_per_group = not full_shape and all(
             d == 1 for d in weight.shape[1 if per_image else 0:])
         if name == "sample_weight" and constant_per_group:
             if per_image:
                 group_weight = ops.broadcast_to(ops.reshape(weight, (-1,)),
-                                                ops.shape(y_true)[:1])
+                                                dynamic_shape[:1])
             else:
                 group_weight = ops.reshape(weight, ())
             continue
-        weight = ops.broadcast_to(weight, ops.shape(y_true))
+        weight = ops.broadcast_to(weight, dynamic_shape)
         weight_map = weight if weight_map is None else weight_map * weight
     return weight_map, group_weight
 
@@ -261,4 +265,57 @@ def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, opti
     loss = reduce_weighted_values(
         losses[0], sample_weight=group_weight, reduction=options["reduction"],
         dtype=losses.dtype)
+    return scale_loss_for_distribution(loss, replicas)
+
+
+def multiclass_plan(y_true, y_pred, sample_weight, mask, options):
+    """``(MultiClassSpec, labels, weight map or None, per-group loss weight or None)``.
+
+    Labels: sparse ids of y_pred's pixel shape (B, ...) (a trailing 1-axis squeezed), or
+    dense labels of y_pred's shape. Sample weights and masks are aligned with the pixel
+    shape (B, ...) (a trailing 1-axis squeezed) and split as ``split_weights`` says.
+    """
+    pred_shape = tuple(y_pred.shape)
+    classes = _options.num_classes_for(options, pred_shape)
+    spec = _multiclass.MultiClassSpec.from_options(options, classes)
+    pixel_shape = pred_shape[:-1]
+    labels = y_true
+    true_shape = tuple(y_true.shape)
+    if spec.sparse:
+        if len(true_shape) == len(pred_shape) and true_shape[-1] == 1:
+            labels = ops.squeeze(y_true, axis=-1)
+        expected, what = pixel_shape, "y_pred's shape without the class axis"
+    else:
+        expected, what = pred_shape, "y_pred's shape (one channel per class)"
+    if not _shapes_match(tuple(labels.shape), expected):
+        hint = (" For integer class ids pass sparse_y_true=True." if not spec.sparse
+                and _shapes_match(true_shape[:len(pixel_shape)], pixel_shape) else "")
+        raise ValueError(f"y_true of shape {true_shape} does not match {what}, "
+                         f"{expected}.{hint}")
+    weights = []
+    for weight in (sample_weight, mask):
+        if weight is not None and len(weight.shape) == len(pred_shape) and \
+                weight.shape[-1] == 1 and len(pixel_shape) > 0:
+            weight = ops.squeeze(weight, axis=-1)
+        weights.append(weight)
+    weight_map, group_weight = split_weights(pixel_shape, ops.shape(y_pred)[:-1], *weights,
+                                             spec.per_image)
+    return spec, labels, weight_map, group_weight
+
+
+def _shapes_match(shape, expected):
+    return len(shape) == len(expected) and all(
+        a is None or b is None or a == b for a, b in zip(shape, expected))
+
+
+def multiclass_loss_from_sums(sums, spec, group_weight, options, replicas=1):
+    """Keras's reduction of the per-group losses (``_multiclass.group_losses``) from the
+    (G, C, 3) sums, as ``loss_from_sums`` reduces pixel and class weighting's."""
+    losses = _multiclass.group_losses(sums, spec, ops)
+    if spec.per_image:
+        return reduce_weighted_values(
+            losses, sample_weight=group_weight, reduction=options["reduction"],
+            dtype=losses.dtype, replicas=replicas)
+    loss = reduce_weighted_values(losses[0], sample_weight=group_weight,
+                                  reduction=options["reduction"], dtype=losses.dtype)
     return scale_loss_for_distribution(loss, replicas)

@@ -1,7 +1,8 @@
 """``tf.custom_gradient`` around a TensorFlow kernel: the wrapper ``xla``, ``graph`` and
 ``native`` share.
 
-An implementation supplies two functions (the math: ``_iou.py``):
+An implementation supplies two functions (the math: ``_iou.py``, or ``_multiclass.py``
+with sums (G, C, 3) and ``coef`` (G, C, 2) from ``multiclass_coefficients``):
 
 * ``forward(y_true, y_pred, weights, spec, for_gradient) -> (sums, saved)``:
   sums (G, K) in the accumulation dtype (float32; float64 for float64
@@ -26,10 +27,11 @@ from wiou_ops import _iou
 class FusedIoUSums:
     """One implementation of the fused sums with their hand-written VJP."""
 
-    def __init__(self, name, forward, backward):
+    def __init__(self, name, forward, backward, coefficients=None):
         self.name = name
         self._forward = forward
         self._backward = backward
+        self._coefficients = coefficients or binary_coefficients
 
     def sums(self, y_true, y_pred, weights, spec, for_gradient=None):
         """The (G, K) sums of ``spec``; differentiable w.r.t. ``y_pred`` only.
@@ -48,14 +50,25 @@ class FusedIoUSums:
             sums, saved = self._forward(labels, predictions, weight_map, spec, for_gradient)
 
             def grad(d_sums):
-                projection = tf.constant(_iou.PROJECTION[spec.weighting], sums.dtype)
-                coef = tf.matmul(tf.cast(d_sums, sums.dtype), projection)
+                coef = self._coefficients(tf.cast(d_sums, sums.dtype), spec)
                 d_pred = self._backward(labels, predictions, weight_map, coef, spec, saved)
                 return (None, d_pred) + (None,) * (len(tensors) - 2)
 
             return sums, grad
 
         return fused(*inputs)
+
+
+def binary_coefficients(d_sums, spec):
+    """(G, 2): (a, b) per group of ``_iou``'s VJP from the sums' cotangent (G, K)."""
+    return tf.matmul(d_sums, tf.constant(_iou.PROJECTION[spec.weighting], d_sums.dtype))
+
+
+def multiclass_coefficients(d_sums, spec):
+    """(G, C, 2): (∂/∂I, ∂/∂P) per group and class of ``_multiclass``'s VJP from the
+    sums' cotangent (G, C, 3); Y is data."""
+    del spec
+    return d_sums[..., :2]
 
 
 def tape_records(tensor):

@@ -23,7 +23,7 @@ import warnings
 import tensorflow as tf
 
 from wiou_ops._kernels import native_build, native_library
-from wiou_ops._kernels.custom_gradient import FusedIoUSums
+from wiou_ops._kernels.custom_gradient import FusedIoUSums, multiclass_coefficients
 
 DISABLE_VARIABLE = "WIOU_OPS_DISABLE_NATIVE"
 ISA_VARIABLE = "WIOU_OPS_ISA"  # read by the library itself (kernels/wiou_dispatch.cc)
@@ -31,6 +31,8 @@ ISA_LEVELS = ("baseline", "avx2", "avx512")
 
 PRED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 TRUE_DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.uint8, tf.int32, tf.bool)
+# Multi-class labels: ids (uint8, int32) or dense labels (any of them).
+MULTICLASS_LABEL_DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.uint8, tf.int32)
 
 
 def _tensorflow_flags():
@@ -82,6 +84,17 @@ def supports(y_true, y_pred):
     return y_pred.dtype in PRED_DTYPES and y_true.dtype in TRUE_DTYPES
 
 
+def supports_multiclass(labels, y_pred):
+    """True when the multi-class kernels are registered for these dtypes (labels: sparse
+    ids or dense labels)."""
+    return y_pred.dtype in PRED_DTYPES and labels.dtype in MULTICLASS_LABEL_DTYPES
+
+
+def true_dtypes(supports_fn):
+    """The label dtypes ``supports_fn`` accepts (for error messages)."""
+    return MULTICLASS_LABEL_DTYPES if supports_fn is supports_multiclass else TRUE_DTYPES
+
+
 def stream_read(x):
     """Sum of a float32 tensor at streaming-read speed (benchmark instrument), or None."""
     if _library is None:
@@ -129,6 +142,27 @@ def make(library, write_masks=True):
     return FusedIoUSums("native", forward, backward)
 
 
+def make_multiclass(library):
+    """The multi-class ``native`` implementation (kernels/wiou_multiclass.h): one pass over
+    the C channels for the sums, one for the gradient (p̂ recomputed from y_pred)."""
+    def attrs(spec):
+        return dict(activation=spec.activation, sparse=spec.sparse,
+                    ignore_class=-1 if spec.ignore_class is None else spec.ignore_class,
+                    per_image=spec.per_image, epsilon=spec.epsilon)
+
+    def forward(labels, y_pred, weights, spec, for_gradient):
+        del for_gradient  # nothing to save: the backward re-reads labels and y_pred
+        return library.wiou_multi_class_sums(labels, y_pred, _weight_map(weights),
+                                             **attrs(spec)), ()
+
+    def backward(labels, y_pred, weights, coef, spec, saved):
+        del saved
+        return library.wiou_multi_class_sums_grad(labels, y_pred, _weight_map(weights),
+                                                  tf.cast(coef, tf.float32), **attrs(spec))
+
+    return FusedIoUSums("native", forward, backward, coefficients=multiclass_coefficients)
+
+
 def variant(write_masks):
     """The ``native`` implementation with or without the label masks (benchmarks compare
     the two); None when the kernel is not available."""
@@ -137,6 +171,7 @@ def variant(write_masks):
 
 _library, FOUND, UNAVAILABLE_REASON = load()
 NATIVE = variant(write_masks=True)
+MULTICLASS_NATIVE = make_multiclass(_library) if _library is not None else None
 if NATIVE is None and not UNAVAILABLE_REASON.startswith("disabled"):
     warnings.warn(
         f"wiou_ops: {UNAVAILABLE_REASON}. Falling back to the 'xla' implementation on CPU.",

@@ -31,7 +31,7 @@ LIBRARY_NAME = "_wiou_ops_native.so"
 # The C++ files the library is built from (kernels/ in a checkout; a copy named
 # SOURCES_PACKAGE_DIR inside an installed package).
 SOURCE_FILES = ("wiou_ops.cc", "wiou_dispatch.cc", "wiou_math_instances.cc", "wiou_math.h",
-                "wiou_math_api.h", "wiou_math_entry_points.h")
+                "wiou_multiclass.h", "wiou_math_api.h", "wiou_math_entry_points.h")
 SOURCES_PACKAGE_DIR = "_kernel_sources"
 
 COMMON_FLAGS = ("-std=c++17", "-fPIC", "-fno-strict-aliasing", "-ffp-contract=off",

@@ -15,7 +15,7 @@ to float32 here (one copy; the fused TensorFlow and JAX kernels read it as it is
 import keras
 from keras import ops
 
-from wiou_ops import _iou
+from wiou_ops import _iou, _multiclass
 
 
 def iou_sums(y_true, y_pred, weight_map, spec):
@@ -53,3 +53,35 @@ def iou_sums(y_true, y_pred, weight_map, spec):
         return forward(x), vjp
 
     return sums_of(x)
+
+
+def multiclass_sums(labels, y_pred, weight_map, spec):
+    """The (G, C, 3) sums of ``spec`` (``_multiclass.MultiClassSpec``) with its
+    hand-written VJP (p̂ recomputed in the backward)."""
+    acc = _iou.accumulation_dtype(keras.backend.standardize_dtype(y_pred.dtype))
+    shape = tuple(ops.shape(y_pred))
+    groups, classes = (shape[0] if spec.per_image else 1), spec.num_classes
+    x = ops.reshape(ops.cast(y_pred, acc), (groups, -1, classes))
+    labels = ops.reshape(labels, (groups, -1) if spec.sparse else (groups, -1, classes))
+    s = None if weight_map is None else ops.reshape(ops.cast(weight_map, acc), (groups, -1))
+    y = _multiclass.label_indicator(labels, spec, acc, ops)
+    s = _multiclass.pixel_weight(labels, s, spec, acc, ops)
+
+    def forward(x):
+        p = _multiclass.probabilities(x, spec, ops)
+        return ops.stack([ops.sum(t, axis=1) for t in _multiclass.sums_terms(y, p, s)],
+                         axis=-1)
+
+    if keras.backend.backend() == "numpy":  # no autodiff there
+        return forward(x)
+
+    @ops.custom_gradient
+    def sums_of(x):
+        def vjp(*args, upstream=None):
+            d_sums = args[0] if upstream is None else upstream  # see iou_sums
+            coef = ops.cast(d_sums, acc)[..., :2]
+            return _multiclass.input_gradient(coef, y, x, s, spec, ops)
+
+        return forward(x), vjp
+
+    return ops.reshape(sums_of(x), (groups, classes, len(_multiclass.SUMS)))

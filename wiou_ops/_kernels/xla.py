@@ -16,8 +16,8 @@ import types
 
 import tensorflow as tf
 
-from wiou_ops import _iou
-from wiou_ops._kernels.custom_gradient import FusedIoUSums
+from wiou_ops import _iou, _multiclass
+from wiou_ops._kernels.custom_gradient import FusedIoUSums, multiclass_coefficients
 
 try:  # XLA-only op; keeps XLA from merging the levels of a blocked sum.
     from tensorflow.compiler.tf2xla.python.xla import optimization_barrier
@@ -46,9 +46,27 @@ def _where(condition, x, y):
     return tf.where(condition, x, tf.cast(y, x.dtype))
 
 
-# The array namespace ``_iou`` computes with (its docstring says which names).
+def _softmax(x, axis=-1):
+    return tf.nn.softmax(x, axis=axis)
+
+
+def _sum(x, axis=None, keepdims=False):
+    return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+
+def _arange(n, dtype):
+    return tf.range(n, dtype=dtype)
+
+
+def _constant(values, dtype):
+    return tf.constant(values, dtype)
+
+
+# The array namespace ``_iou`` and ``_multiclass`` compute with (their docstrings say
+# which names).
 TF_OPS = types.SimpleNamespace(clip=tf.clip_by_value, sigmoid=tf.sigmoid, where=_where,
-                               log=tf.math.log)
+                               log=tf.math.log, softmax=_softmax, cast=tf.cast, sum=_sum,
+                               arange=_arange, convert_to_tensor=_constant)
 
 
 def _plain_sum(x):
@@ -56,7 +74,7 @@ def _plain_sum(x):
 
 
 def blocked_row_sums(x):
-    """Row sums of a (G, n) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
+    """Row sums (over axis 1) of a (G, n) or (G, n, C) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
 
     XLA:CPU's own float32 reduction is not accurate for every shape (a full
     reduction of a 4-D map was 3.6e-5 off at 4e5 elements), and XLA folds
@@ -67,12 +85,15 @@ def blocked_row_sums(x):
     padded terms out.
     """
     groups = tf.shape(x, out_type=tf.int64)[0]
+    block_shape = [groups, -1, _BLOCK]
+    if x.shape.rank == 3:  # (G, n, C): blocks along n, the class axis kept
+        block_shape = tf.stack([groups, -1, _BLOCK, tf.shape(x, out_type=tf.int64)[2]])
     tails = []
     for _ in range(_LEVELS):
         length = tf.shape(x, out_type=tf.int64)[1]
         whole = length - tf.math.floormod(length, _BLOCK)
         tails.append(tf.reduce_sum(x[:, whole:], axis=1))
-        x = tf.reduce_sum(tf.reshape(x[:, :whole], [groups, -1, _BLOCK]), axis=2)
+        x = tf.reduce_sum(tf.reshape(x[:, :whole], block_shape), axis=2)
         if optimization_barrier is not None:
             (x,) = optimization_barrier(x)
     return tf.reduce_sum(x, axis=1) + tf.add_n(tails)
@@ -138,6 +159,61 @@ def _make(name, jit):
     return FusedIoUSums(name, forward, backward), sums, gradient
 
 
+def _multiclass_grouped(labels, y_pred, weights, spec):
+    """(y, x, s): y and x (G, n, C), s (G, n) or None, in the accumulation dtype
+    (``_multiclass`` says what y and s are)."""
+    acc = accumulation_dtype(y_pred.dtype)
+    if not spec.per_image:
+        groups = tf.constant(1, tf.int64)
+    elif y_pred.shape.rank is not None and y_pred.shape[0] is not None:
+        groups = tf.constant(y_pred.shape[0], tf.int64)
+    else:
+        groups = tf.shape(y_pred, out_type=tf.int64)[0]
+    classes = tf.constant(spec.num_classes, tf.int64)
+    pixels = tf.stack([groups, -1])
+    x = tf.cast(tf.reshape(y_pred, tf.stack([groups, -1, classes])), acc)
+    labels = tf.reshape(labels, pixels if spec.sparse else tf.stack([groups, -1, classes]))
+    weight_map = None if weights is None else tf.cast(tf.reshape(weights, pixels), acc)
+    return (_multiclass.label_indicator(labels, spec, acc, TF_OPS), x,
+            _multiclass.pixel_weight(labels, weight_map, spec, acc, TF_OPS))
+
+
+def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
+    y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
+    p = _multiclass.probabilities(x, spec, TF_OPS)
+    return tf.stack([row_sums(t) for t in _multiclass.sums_terms(y, p, s)], axis=-1)
+
+
+def _multiclass_gradient(labels, y_pred, weights, coef, spec):
+    y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
+    grad = _multiclass.input_gradient(tf.cast(coef, x.dtype), y, x, s, spec, TF_OPS)
+    return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
+
+
+def _make_multiclass(name, jit):
+    """The multi-class (implementation, sums kernel, gradient kernel), as ``_make``."""
+    row_sums = blocked_row_sums if jit else _plain_sum
+
+    def sums(labels, y_pred, weights, spec):
+        return _multiclass_sums(labels, y_pred, weights, spec, row_sums)
+
+    gradient = _multiclass_gradient
+    if jit:
+        sums = tf.function(sums, jit_compile=True, reduce_retracing=True)
+        gradient = tf.function(gradient, jit_compile=True, reduce_retracing=True)
+
+    def forward(labels, y_pred, weights, spec, for_gradient):
+        del for_gradient  # the backward recomputes p̂ from y_pred
+        return sums(labels, y_pred, weights, spec), ()
+
+    def backward(labels, y_pred, weights, coef, spec, saved):
+        del saved
+        return gradient(labels, y_pred, weights, coef, spec)
+
+    return FusedIoUSums(name, forward, backward, coefficients=multiclass_coefficients), sums, \
+        gradient
+
+
 # Accurate row sums of a (G, n) float32 array, compiled (inlined into a caller's XLA
 # computation): for the full-size maps of Keras's reduction (``_common.reduction``).
 ROW_SUMS = tf.function(blocked_row_sums, jit_compile=True, reduce_retracing=True)
@@ -145,3 +221,5 @@ ROW_SUMS = tf.function(blocked_row_sums, jit_compile=True, reduce_retracing=True
 # The compiled kernels are named so that tests can read their optimized HLO.
 XLA, XLA_SUMS, XLA_GRADIENT = _make("xla", jit=True)
 GRAPH, _, _ = _make("graph", jit=False)
+MULTICLASS_XLA, MULTICLASS_XLA_SUMS, MULTICLASS_XLA_GRADIENT = _make_multiclass("xla", jit=True)
+MULTICLASS_GRAPH, _, _ = _make_multiclass("graph", jit=False)

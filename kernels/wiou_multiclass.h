@@ -1,0 +1,268 @@
+// Multi-class IoU: the (C, 3) sums per group and their VJP (wiou_math_api.h states
+// them; wiou_ops/_multiclass.py is the single statement of the math). Compiled per
+// instruction-set level like wiou_math.h, whose vector helpers it uses.
+//
+// Pixels are handled kLanes at a time as a tile transposed to [class][pixel]: every
+// step (softmax's max, exp and normalisation, the sums, the gradient) is then one
+// kLanes-wide vector operation per class, whatever C is, and each class's
+// accumulators add kLanes pixels in parallel (kPixelBlock / kLanes terms each
+// before the pairwise fold), as the binary loops do.
+#ifndef WIOU_OPS_KERNELS_WIOU_MULTICLASS_H_
+#define WIOU_OPS_KERNELS_WIOU_MULTICLASS_H_
+
+#include <algorithm>
+#include <vector>
+
+#include "wiou_math.h"
+
+namespace wiou {
+namespace WIOU_ISA_NAMESPACE {
+
+// The tile's vectors have the level's native width (a wider generic vector is
+// lowered piecewise by GCC 12, lane by lane for selects: 10x slower here); a tile
+// is still kLanes pixels, so each accumulator lane sums the same pixels at every
+// level and the results are bit-identical across levels.
+#if defined(__AVX512F__)
+constexpr int kTileWidth = 16;
+#elif defined(__AVX__)
+constexpr int kTileWidth = 8;
+#else
+constexpr int kTileWidth = 4;
+#endif
+constexpr int kTileParts = kLanes / kTileWidth;
+typedef float tfloat __attribute__((vector_size(4 * kTileWidth)));
+typedef int32_t tint __attribute__((vector_size(4 * kTileWidth)));
+
+template <typename V>
+inline V load_part(const void* ptr) {
+  V v;
+  std::memcpy(&v, ptr, sizeof(v));
+  return v;
+}
+template <typename V>
+inline void store_part(const V& v, void* ptr) {
+  std::memcpy(ptr, &v, sizeof(v));
+}
+
+// One tile: up to kLanes pixels [i, i + count) with every class, transposed to
+// [class][pixel] (row c: kLanes floats), so every step is a vector op per class.
+struct ClassTile {
+  explicit ClassTile(int64_t classes)
+      : p(classes * kLanes), y(classes * kLanes), g(classes * kLanes) {}
+  std::vector<float> p;  // x on load, then p̂
+  std::vector<float> y;  // dense labels (sparse: unused)
+  std::vector<float> g;  // the gradient (backward only)
+  alignas(64) int32_t ids[kLanes];  // sparse labels (-1 for no class)
+  alignas(64) float s[kLanes];      // pixel weight, 0 for padded and ignored pixels
+};
+
+// A sparse label as an id; float labels (whole numbers) outside [0, 2^31) or NaN: -1.
+inline int64_t label_id(uint8_t v) { return v; }
+inline int64_t label_id(int32_t v) { return v; }
+template <typename T>
+inline int64_t label_id(T v) {
+  const float f = to_float(v);
+  return f >= 0.0f && f < 2147483648.0f ? static_cast<int64_t>(f) : -1;
+}
+
+// Loads pixels [i, i + count): x, labels, and the pixel weight s.
+template <typename TLabel, typename TPred>
+inline void load_tile(const TLabel* labels, const TPred* x, const float* weights,
+                      const MultiClassParams& params, int64_t i, int count, ClassTile& t) {
+  const int64_t classes = params.classes;
+  float* xt = t.p.data();
+  if (count < kLanes) std::memset(xt, 0, sizeof(float) * kLanes * classes);
+  for (int l = 0; l < count; ++l) {
+    const TPred* row = x + (i + l) * classes;
+    for (int64_t c = 0; c < classes; ++c) xt[c * kLanes + l] = to_float(row[c]);
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    t.s[l] = l < count ? (weights != nullptr ? weights[i + l] : 1.0f) : 0.0f;
+    if (params.sparse) {
+      // Ids outside [0, C) match no class (as TensorFlow's one_hot and the XLA path).
+      const int64_t id = l < count ? label_id(labels[i + l]) : -1;
+      if (id == params.ignore_class) t.s[l] = 0.0f;
+      t.ids[l] = (id >= 0 && id < classes) ? static_cast<int32_t>(id) : -1;
+    }
+  }
+  if (!params.sparse) {
+    float* yt = t.y.data();
+    if (count < kLanes) std::memset(yt, 0, sizeof(float) * kLanes * classes);
+    for (int l = 0; l < count; ++l) {
+      const TLabel* row = labels + (i + l) * classes;
+      for (int64_t c = 0; c < classes; ++c) yt[c * kLanes + l] = to_float(row[c]);
+    }
+    if (params.ignore_class >= 0 && params.ignore_class < classes) {
+      const float* ignored = yt + params.ignore_class * kLanes;
+      for (int l = 0; l < kLanes; ++l) t.s[l] *= 1.0f - ignored[l];
+    }
+  }
+}
+
+// y_c of one tile part as a vector (sparse: 1 where the id is c).
+inline tfloat part_label(const MultiClassParams& params, const ClassTile& t, int64_t c,
+                         int part) {
+  if (!params.sparse) return load_part<tfloat>(&t.y[c * kLanes + part * kTileWidth]);
+  const tint is_c = load_part<tint>(&t.ids[part * kTileWidth]) == static_cast<int32_t>(c);
+  return is_c ? tfloat{} + 1.0f : tfloat{};
+}
+
+// p̂ in place of x for one part: softmax over the classes (max-subtracted: any finite
+// logits), sigmoid, or the clip.
+inline void part_probabilities(const MultiClassParams& params, ClassTile& t, int part) {
+  const int64_t classes = params.classes;
+  float* column = t.p.data() + part * kTileWidth;
+  if (params.activation == Activation::kSoftmax) {
+    tfloat top = load_part<tfloat>(column);
+    for (int64_t c = 1; c < classes; ++c) {
+      const tfloat v = load_part<tfloat>(column + c * kLanes);
+      top = v > top ? v : top;
+    }
+    tfloat total = {};
+    for (int64_t c = 0; c < classes; ++c) {
+      const tfloat e = exp_nonpositive(load_part<tfloat>(column + c * kLanes) - top);
+      store_part(e, column + c * kLanes);
+      total += e;
+    }
+    const tfloat inverse = 1.0f / total;
+    for (int64_t c = 0; c < classes; ++c) {
+      store_part(load_part<tfloat>(column + c * kLanes) * inverse, column + c * kLanes);
+    }
+  } else if (params.activation == Activation::kSigmoid) {
+    for (int64_t c = 0; c < classes; ++c) {
+      tfloat p, q;
+      sigmoid_pair(load_part<tfloat>(column + c * kLanes), p, q);
+      store_part(p, column + c * kLanes);
+    }
+  } else {
+    for (int64_t c = 0; c < classes; ++c) {
+      tfloat v = load_part<tfloat>(column + c * kLanes);
+      v = v < params.lo ? tfloat{} + params.lo : v;
+      store_part(v > params.hi ? tfloat{} + params.hi : v, column + c * kLanes);
+    }
+  }
+}
+
+template <typename TLabel, typename TPred>
+void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* weights,
+                            int64_t group_pixels, const MultiClassParams& params,
+                            int64_t first, int64_t last, float* partials) {
+  const int64_t classes = params.classes;
+  const int64_t per_group = num_pixel_blocks(group_pixels);
+  ClassTile t(classes);
+  // acc[(sum·C + c)·kLanes + lane]: I, P, Y per class, one accumulator per tile lane.
+  std::vector<float> acc(kClassSums * classes * kLanes);
+  for (int64_t k = first; k < last; ++k) {
+    const int64_t group = k / per_group;
+    const int64_t begin = group * group_pixels + (k % per_group) * kPixelBlock;
+    const int64_t group_end = (group + 1) * group_pixels;
+    const int64_t end = begin + kPixelBlock < group_end ? begin + kPixelBlock : group_end;
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t i = begin; i < end; i += kLanes) {
+      const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
+      load_tile(labels, x, weights, params, i, count, t);
+      for (int part = 0; part < kTileParts; ++part) {
+        part_probabilities(params, t, part);
+        const int offset = part * kTileWidth;
+        const tfloat s = load_part<tfloat>(&t.s[offset]);
+        for (int64_t c = 0; c < classes; ++c) {
+          const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]);
+          const tfloat sy = s * part_label(params, t, c, part), sp = s * p;
+          float* a = &acc[c * kLanes + offset];
+          store_part(load_part<tfloat>(a) + sy * p, a);
+          a += classes * kLanes;
+          store_part(load_part<tfloat>(a) + sp, a);
+          a += classes * kLanes;
+          store_part(load_part<tfloat>(a) + sy, a);
+        }
+      }
+    }
+    float* out = partials + k * kClassSums * classes;
+    for (int64_t j = 0; j < kClassSums * classes; ++j) {
+      float lanes[kLanes];
+      std::memcpy(lanes, &acc[j * kLanes], sizeof(lanes));
+      for (int width = kLanes / 2; width >= 1; width /= 2) {
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+      }
+      out[j] = lanes[0];
+    }
+  }
+}
+
+// Pairwise sum of entry j of `count` rows of `stride` floats: fixed order.
+inline float pairwise_strided_sum(const float* rows, int64_t count, int64_t stride,
+                                  int64_t j) {
+  if (count <= 8) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < count; ++k) s += rows[k * stride + j];
+    return s;
+  }
+  const int64_t half = count / 2;
+  return pairwise_strided_sum(rows, half, stride, j) +
+         pairwise_strided_sum(rows + half * stride, count - half, stride, j);
+}
+
+template <typename TLabel, typename TPred>
+void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weights,
+                         int64_t group_pixels, const float* coef,
+                         const MultiClassParams& params, int64_t first, int64_t last,
+                         TPred* grad) {
+  const int64_t classes = params.classes;
+  const int64_t per_group = num_pixel_blocks(group_pixels);
+  ClassTile t(classes);
+  for (int64_t k = first; k < last; ++k) {
+    const int64_t group = k / per_group;
+    const int64_t begin = group * group_pixels + (k % per_group) * kPixelBlock;
+    const int64_t group_end = (group + 1) * group_pixels;
+    const int64_t end = begin + kPixelBlock < group_end ? begin + kPixelBlock : group_end;
+    const float* ab = coef + group * classes * 2;
+    for (int64_t i = begin; i < end; i += kLanes) {
+      const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
+      load_tile(labels, x, weights, params, i, count, t);
+      for (int part = 0; part < kTileParts; ++part) {
+        const int offset = part * kTileWidth;
+        const tfloat s = load_part<tfloat>(&t.s[offset]);
+        if (params.activation == Activation::kClip) {
+          for (int64_t c = 0; c < classes; ++c) {  // the clip's rule reads x itself
+            const tfloat v = load_part<tfloat>(&t.p[c * kLanes + offset]);
+            const tint in_range = (v >= params.lo) & (v <= params.hi);
+            const tfloat g = s * (ab[2 * c] * part_label(params, t, c, part) + ab[2 * c + 1]);
+            store_part(in_range ? g : tfloat{}, &t.g[c * kLanes + offset]);
+          }
+        } else if (params.activation == Activation::kSigmoid) {
+          for (int64_t c = 0; c < classes; ++c) {
+            tfloat p, q;  // both sides without cancellation, as the binary loops
+            sigmoid_pair(load_part<tfloat>(&t.p[c * kLanes + offset]), p, q);
+            const tfloat g = s * (ab[2 * c] * part_label(params, t, c, part) + ab[2 * c + 1]);
+            store_part(g * (p * q), &t.g[c * kLanes + offset]);
+          }
+        } else {
+          part_probabilities(params, t, part);
+          tfloat dot = {};
+          for (int64_t c = 0; c < classes; ++c) {
+            const tfloat g = s * (ab[2 * c] * part_label(params, t, c, part) + ab[2 * c + 1]);
+            store_part(g, &t.g[c * kLanes + offset]);
+            dot += g * load_part<tfloat>(&t.p[c * kLanes + offset]);
+          }
+          for (int64_t c = 0; c < classes; ++c) {
+            const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]);
+            const tfloat g = load_part<tfloat>(&t.g[c * kLanes + offset]);
+            store_part(p * (g - dot), &t.g[c * kLanes + offset]);
+          }
+        }
+      }
+      const float* gt = t.g.data();
+      TPred* dst = grad + i * classes;
+      for (int l = 0; l < count; ++l) {
+        for (int64_t c = 0; c < classes; ++c) {
+          dst[l * classes + c] = from_float<TPred>(gt[c * kLanes + l]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace WIOU_ISA_NAMESPACE
+}  // namespace wiou
+
+#endif  // WIOU_OPS_KERNELS_WIOU_MULTICLASS_H_
