@@ -73,7 +73,7 @@ wheel: $(STAMP)
 	ls -l dist
 
 bench: $(STAMP) $(NATIVE)
-	$(VENV)/bin/wiou-bench --e2e --distribute --out-root benchmarks/results
+	$(VENV)/bin/wiou-bench --e2e --distribute --multiclass --out-root benchmarks/results
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) build dist *.egg-info .pytest_cache $(NATIVE)

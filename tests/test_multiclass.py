@@ -474,3 +474,14 @@ def test_hundred_million_elements_native_and_xla():
         got = tf.gather(grad[0], sample).numpy()
         assert np.max(np.abs(got - want_grad)) / np.max(np.abs(want_grad)) <= 1e-5
         del grad
+
+
+def test_benchmark_smoke(tmp_path):
+    """wiou-bench's multi-class section runs and reports every variant (tiny input)."""
+    from wiou_ops.bench import multiclass
+
+    multiclass.main(["--sizes", "2x16x16x3", "--quick", "--out", str(tmp_path)])
+    text = (tmp_path / "multiclass.md").read_text()
+    for name in ["naive tf.function", "naive jit_compile", "xla", *(
+            ["native"] if "native" in TF_IMPLEMENTATIONS else [])]:
+        assert f"| {name} |" in text

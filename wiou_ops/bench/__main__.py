@@ -247,6 +247,9 @@ def main(argv=None):
     parser.add_argument("--distribute", action="store_true",
                         help="then time cross_replica's all-reduce on 2 and 4 logical CPU "
                              "devices (wiou_ops.bench.distribute) into distribute.md/json")
+    parser.add_argument("--multiclass", action="store_true",
+                        help="then time MultiClassIoULoss against the naive formula "
+                             "(wiou_ops.bench.multiclass) into multiclass.md/json")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or [harness.size_argument(s) for s in DEFAULT_SIZES[args.device]]
     if args.dtypes is None:
@@ -265,6 +268,11 @@ def main(argv=None):
 
         e2e.main(["--out", str(out)])
         _progress(f"wrote {out / 'e2e.md'} and {out / 'e2e.json'}")
+    if args.multiclass:
+        from wiou_ops.bench import multiclass
+
+        multiclass.main(["--out", str(out)] + (["--quick"] if args.quick else []))
+        _progress(f"wrote {out / 'multiclass.md'} and {out / 'multiclass.json'}")
     if args.distribute:
         from wiou_ops.bench import distribute
 

@@ -62,6 +62,34 @@ def synthetic_roads(count, size=128, seed=0):
     return images, masks
 
 
+LAND_COVER_CLASSES = ("ground", "water", "building", "road")
+
+
+def synthetic_land_cover(count, size=64, seed=0):
+    """``count`` land-cover tiles with 4 classes (``LAND_COVER_CLASSES``): images float32
+    (count, size, size, 3) in [0, 1] and class ids uint8 (count, size, size). Water is a
+    thresholded smooth field, buildings random rectangles, roads thin polylines (a few
+    percent), the rest ground; each class has its own tint. The same for the same seed."""
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, size, size, 3), np.float32)
+    ids = np.zeros((count, size, size), np.uint8)
+    tints = np.array([[0.45, 0.4, 0.3], [0.15, 0.3, 0.55], [0.7, 0.35, 0.3],
+                      [0.75, 0.75, 0.72]])
+    for k in range(count):
+        label = np.zeros((size, size), np.uint8)
+        label[_smooth_field(rng, size, 3) > rng.uniform(0.6, 0.75)] = 1
+        for _ in range(rng.integers(1, 5)):
+            h, w = rng.integers(size // 10, size // 4, 2)
+            r, c = rng.integers(0, size - h), rng.integers(0, size - w)
+            label[r:r + h, c:c + w] = 2
+        label[_polyline_mask(rng, size)] = 3
+        texture = 0.7 + 0.3 * _smooth_field(rng, size, 8)
+        image = tints[label] * texture[..., None] + 0.04 * rng.standard_normal((size, size, 3))
+        images[k] = np.clip(image, 0.0, 1.0)
+        ids[k] = label
+    return images, ids
+
+
 def _pairs(folder):
     folder = pathlib.Path(folder)
     images = {p.stem: p for p in sorted((folder / "images").iterdir())

@@ -33,7 +33,8 @@ from wiou_ops.bench import harness
 LOSSES = ("seed", "wiou_ops")
 
 
-def unet(size, base=16):
+def unet(size, base=16, classes=1):
+    """A small U-Net: sigmoid probabilities (classes=1), else one logit per class."""
     import keras
     from keras import layers
 
@@ -47,7 +48,7 @@ def unet(size, base=16):
     bottom = block(layers.MaxPooling2D()(d2), 4 * base)
     u2 = block(layers.Concatenate()([layers.UpSampling2D()(bottom), d2]), 2 * base)
     u1 = block(layers.Concatenate()([layers.UpSampling2D()(u2), d1]), base)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid")(u1)
+    outputs = layers.Conv2D(classes, 1, activation="sigmoid" if classes == 1 else None)(u1)
     return keras.Model(inputs, outputs, name="unet")
 
 

@@ -1,0 +1,181 @@
+"""``python -m wiou_ops.bench.multiclass``: MultiClassIoULoss against the naive formula.
+
+Forward+backward of the multi-class IoU loss on synthetic logits, every variant timed in
+the same process, interleaved (``harness.interleaved_times``), after warm-up:
+
+* ``naive tf.function`` / ``naive jit_compile``: the formula in ``keras.ops`` as users
+  write it (softmax, one_hot, per-class sums, autodiff), in a ``tf.function`` without and
+  with XLA;
+* ``native``, ``xla``: ``wiou_ops.MultiClassIoULoss(implementation=...)`` in a
+  ``tf.function``.
+
+Also in the same run, for orientation: streaming read of the logits (the byte floor of
+one pass) and TensorFlow's own ``exp`` over them. Writes multiclass.json and
+multiclass.md into --out. ``wiou-bench --multiclass`` runs it after the main report.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+from wiou_ops.bench import harness
+
+DEFAULT_SIZES = ["8x512x512x6", "8x512x512x19"]
+# (logits dtype, labels): sparse uint8 ids, or one-hot float32.
+DEFAULT_CASES = [("float32", "sparse-uint8"), ("bfloat16", "sparse-uint8"),
+                 ("float32", "onehot-float32")]
+
+
+def naive_loss(y_true, logits, classes, sparse, epsilon=1e-7):
+    """The multi-class IoU in plain keras.ops: what the benchmark compares with."""
+    from keras import ops
+
+    p = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    y = ops.one_hot(ops.cast(y_true, "int32"), classes) if sparse else ops.cast(y_true,
+                                                                                  "float32")
+    axes = tuple(range(len(logits.shape) - 1))
+    inter = ops.sum(y * p, axis=axes)
+    union = ops.sum(y + p - y * p, axis=axes)
+    return ops.mean(-ops.log((inter + epsilon) / (union + epsilon)))
+
+
+def _inputs(tf, shape, pred_dtype, labels, seed=0):
+    rng = np.random.default_rng(seed)
+    classes = shape[-1]
+    logits = tf.cast(tf.constant(rng.normal(0.0, 2.0, shape).astype(np.float32)), pred_dtype)
+    ids = rng.integers(0, classes, shape[:-1]).astype(np.uint8)
+    if labels == "sparse-uint8":
+        return tf.constant(ids), logits
+    return tf.one_hot(tf.constant(ids), classes, dtype=tf.float32), logits
+
+
+def _step(tf, loss_fn, jit=False):
+    def step(y_true, logits):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = loss_fn(y_true, logits)
+        return value, tape.gradient(value, logits)
+
+    return tf.function(step, jit_compile=jit)
+
+
+def variants(tf, classes, sparse):
+    import wiou_ops
+
+    out = {
+        "naive tf.function": _step(tf, lambda t, z: naive_loss(t, z, classes, sparse)),
+        "naive jit_compile": _step(tf, lambda t, z: naive_loss(t, z, classes, sparse),
+                                   jit=True),
+    }
+    for impl in wiou_ops.available_implementations():
+        if impl == "graph":
+            continue
+        loss = wiou_ops.MultiClassIoULoss(sparse_y_true=sparse, from_logits=True,
+                                          implementation=impl)
+        out[impl] = _step(tf, loss)
+    return out
+
+
+def run(args):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from wiou_ops._kernels import native
+
+    tf.config.set_visible_devices([], "GPU")
+    results = {"cpu": harness.cpu_name(), "isa": harness.cpu_isa(), "cores": os.cpu_count(),
+               "native_isa": native.isa(), "tensorflow": tf.__version__,
+               "keras": keras.__version__, "rounds": args.rounds, "pass": "forward+backward",
+               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                   timespec="seconds"), "cases": []}
+    for shape in args.sizes:
+        for pred_dtype, labels in args.cases:
+            sparse = labels.startswith("sparse")
+            y_true, logits = _inputs(tf, shape, pred_dtype, labels)
+            fns = variants(tf, shape[-1], sparse)
+            # Read the loss only: the call has run the whole step by then (see bench
+            # __main__: holding the gradient would keep the native op from reusing its
+            # output buffer).
+            calls = {name: (lambda fn=fn: fn(y_true, logits)[0].numpy())
+                     for name, fn in fns.items()}
+            as_float = tf.cast(logits, tf.float32)
+            calls["read logits (byte floor)"] = lambda x=as_float: native.stream_read(x).numpy() \
+                if native.stream_read(tf.ones([1])) is not None else tf.reduce_sum(x).numpy()
+            exp_sum = tf.function(lambda x: tf.reduce_sum(tf.exp(x)))
+            calls["tf.exp of the logits"] = lambda x=as_float: exp_sum(x).numpy()
+            label = f"{'x'.join(map(str, shape))} {pred_dtype} logits, {labels}"
+            print(f"[wiou-bench multiclass] {label}: {len(calls)} x {args.rounds} rounds",
+                  file=sys.stderr, flush=True)
+            samples = harness.interleaved_times(calls, rounds=args.rounds, warmup=2)
+            case = {"shape": list(shape), "pred_dtype": pred_dtype, "labels": labels,
+                    "variants": {}}
+            for name, secs in samples.items():
+                stats = harness.summarize(secs)
+                stats["samples_s"] = secs
+                case["variants"][name] = stats
+            results["cases"].append(case)
+    return results
+
+
+def markdown(results):
+    lines = [
+        "# MultiClassIoULoss: forward+backward against the naive formula",
+        "",
+        f"{results['cpu']} ({results['isa']}; native loops: "
+        f"{(results.get('native_isa') or ('-',))[0]}), {results['cores']} cores, "
+        f"TensorFlow {results['tensorflow']}, Keras {results['keras']}, {results['timestamp']}.",
+        f"Median ms (p20-p80) over {results['rounds']} interleaved rounds; speed-up = naive "
+        "median / variant median (bootstrap 95 % interval over paired rounds). Naive: "
+        "softmax, one_hot, per-class sums, autodiff in keras.ops. The last two rows are "
+        "orientation, timed in the same rounds: one streaming read of the logits as float32 "
+        "(the byte floor of one pass) and TensorFlow's exp over them.",
+        "",
+    ]
+    for case in results["cases"]:
+        shape = "x".join(map(str, case["shape"]))
+        lines += [f"## {shape}, {case['pred_dtype']} logits, {case['labels']} labels", "",
+                  "| variant | median ms (p20-p80) | vs naive tf.function | vs naive jit_compile |",
+                  "|---|---|---|---|"]
+        base = case["variants"]["naive tf.function"]["samples_s"]
+        jit = case["variants"]["naive jit_compile"]["samples_s"]
+        for name, stats in case["variants"].items():
+            cells = [harness.speedup_text(base, stats["samples_s"]),
+                     harness.speedup_text(jit, stats["samples_s"])]
+            if name.startswith(("read", "tf.exp")):
+                cells = ["", ""]
+            lines.append(f"| {name} | {stats['median_ms']:.1f} ({stats['p20_ms']:.1f}-"
+                         f"{stats['p80_ms']:.1f}) | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m wiou_ops.bench.multiclass",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=harness.size_argument,
+                        default=[harness.size_argument(s) for s in DEFAULT_SIZES])
+    parser.add_argument("--rounds", type=harness.positive_int, default=10)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("."))
+    parser.add_argument("--quick", action="store_true",
+                        help="one float32 sparse case per size, 3 rounds: a smoke run")
+    args = parser.parse_args(argv)
+    args.cases = DEFAULT_CASES[:1] if args.quick else DEFAULT_CASES
+    if args.quick:
+        args.rounds = 3
+    results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "multiclass.json").write_text(json.dumps(results, indent=1))
+    text = markdown(results)
+    (args.out / "multiclass.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
