@@ -65,17 +65,47 @@ inline int64_t label_id(T v) {
   return f >= 0.0f && f < 2147483648.0f ? static_cast<int64_t>(f) : -1;
 }
 
+// rows (count pixels x C, row-major) as floats, transposed into out[c·kLanes + l];
+// lanes past count are 0. A whole tile's inner loop has a constant trip count
+// (kLanes), which the compiler unrolls.
+template <typename T>
+inline void transpose_in(const T* rows, int64_t classes, int count, float* out) {
+  if (count == kLanes) {
+    for (int64_t c = 0; c < classes; ++c) {
+      const T* column = rows + c;
+      float* dst = out + c * kLanes;
+      for (int l = 0; l < kLanes; ++l) dst[l] = to_float(column[l * classes]);
+    }
+    return;
+  }
+  std::memset(out, 0, sizeof(float) * kLanes * classes);
+  for (int l = 0; l < count; ++l) {
+    for (int64_t c = 0; c < classes; ++c) out[c * kLanes + l] = to_float(rows[l * classes + c]);
+  }
+}
+
+// The inverse for the gradient: in[c·kLanes + l] -> rows (count x C) in T.
+template <typename T>
+inline void transpose_out(const float* in, int64_t classes, int count, T* rows) {
+  if (count == kLanes) {
+    for (int64_t c = 0; c < classes; ++c) {
+      const float* src = in + c * kLanes;
+      T* column = rows + c;
+      for (int l = 0; l < kLanes; ++l) column[l * classes] = from_float<T>(src[l]);
+    }
+    return;
+  }
+  for (int l = 0; l < count; ++l) {
+    for (int64_t c = 0; c < classes; ++c) rows[l * classes + c] = from_float<T>(in[c * kLanes + l]);
+  }
+}
+
 // Loads pixels [i, i + count): x, labels, and the pixel weight s.
 template <typename TLabel, typename TPred>
 inline void load_tile(const TLabel* labels, const TPred* x, const float* weights,
                       const MultiClassParams& params, int64_t i, int count, ClassTile& t) {
   const int64_t classes = params.classes;
-  float* xt = t.p.data();
-  if (count < kLanes) std::memset(xt, 0, sizeof(float) * kLanes * classes);
-  for (int l = 0; l < count; ++l) {
-    const TPred* row = x + (i + l) * classes;
-    for (int64_t c = 0; c < classes; ++c) xt[c * kLanes + l] = to_float(row[c]);
-  }
+  transpose_in(x + i * classes, classes, count, t.p.data());
   for (int l = 0; l < kLanes; ++l) {
     t.s[l] = l < count ? (weights != nullptr ? weights[i + l] : 1.0f) : 0.0f;
     if (params.sparse) {
@@ -87,11 +117,7 @@ inline void load_tile(const TLabel* labels, const TPred* x, const float* weights
   }
   if (!params.sparse) {
     float* yt = t.y.data();
-    if (count < kLanes) std::memset(yt, 0, sizeof(float) * kLanes * classes);
-    for (int l = 0; l < count; ++l) {
-      const TLabel* row = labels + (i + l) * classes;
-      for (int64_t c = 0; c < classes; ++c) yt[c * kLanes + l] = to_float(row[c]);
-    }
+    transpose_in(labels + i * classes, classes, count, yt);
     if (params.ignore_class >= 0 && params.ignore_class < classes) {
       const float* ignored = yt + params.ignore_class * kLanes;
       for (int l = 0; l < kLanes; ++l) t.s[l] *= 1.0f - ignored[l];
@@ -99,12 +125,12 @@ inline void load_tile(const TLabel* labels, const TPred* x, const float* weights
   }
 }
 
-// y_c of one tile part as a vector (sparse: 1 where the id is c).
-inline tfloat part_label(const MultiClassParams& params, const ClassTile& t, int64_t c,
-                         int part) {
-  if (!params.sparse) return load_part<tfloat>(&t.y[c * kLanes + part * kTileWidth]);
+// s·y_c of one tile part as a vector (sparse: s where the id is c, else 0).
+inline tfloat part_weighted_label(const MultiClassParams& params, const ClassTile& t,
+                                  tfloat s, int64_t c, int part) {
+  if (!params.sparse) return s * load_part<tfloat>(&t.y[c * kLanes + part * kTileWidth]);
   const tint is_c = load_part<tint>(&t.ids[part * kTileWidth]) == static_cast<int32_t>(c);
-  return is_c ? tfloat{} + 1.0f : tfloat{};
+  return is_c ? s : tfloat{};
 }
 
 // p̂ in place of x for one part: softmax over the classes (max-subtracted: any finite
@@ -167,7 +193,7 @@ void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* w
         const tfloat s = load_part<tfloat>(&t.s[offset]);
         for (int64_t c = 0; c < classes; ++c) {
           const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]);
-          const tfloat sy = s * part_label(params, t, c, part), sp = s * p;
+          const tfloat sy = part_weighted_label(params, t, s, c, part), sp = s * p;
           float* a = &acc[c * kLanes + offset];
           store_part(load_part<tfloat>(a) + sy * p, a);
           a += classes * kLanes;
@@ -226,21 +252,21 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
           for (int64_t c = 0; c < classes; ++c) {  // the clip's rule reads x itself
             const tfloat v = load_part<tfloat>(&t.p[c * kLanes + offset]);
             const tint in_range = (v >= params.lo) & (v <= params.hi);
-            const tfloat g = s * (ab[2 * c] * part_label(params, t, c, part) + ab[2 * c + 1]);
+            const tfloat g = ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
             store_part(in_range ? g : tfloat{}, &t.g[c * kLanes + offset]);
           }
         } else if (params.activation == Activation::kSigmoid) {
           for (int64_t c = 0; c < classes; ++c) {
             tfloat p, q;  // both sides without cancellation, as the binary loops
             sigmoid_pair(load_part<tfloat>(&t.p[c * kLanes + offset]), p, q);
-            const tfloat g = s * (ab[2 * c] * part_label(params, t, c, part) + ab[2 * c + 1]);
+            const tfloat g = ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
             store_part(g * (p * q), &t.g[c * kLanes + offset]);
           }
         } else {
           part_probabilities(params, t, part);
           tfloat dot = {};
           for (int64_t c = 0; c < classes; ++c) {
-            const tfloat g = s * (ab[2 * c] * part_label(params, t, c, part) + ab[2 * c + 1]);
+            const tfloat g = ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
             store_part(g, &t.g[c * kLanes + offset]);
             dot += g * load_part<tfloat>(&t.p[c * kLanes + offset]);
           }
@@ -251,13 +277,7 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
           }
         }
       }
-      const float* gt = t.g.data();
-      TPred* dst = grad + i * classes;
-      for (int l = 0; l < count; ++l) {
-        for (int64_t c = 0; c < classes; ++c) {
-          dst[l * classes + c] = from_float<TPred>(gt[c * kLanes + l]);
-        }
-      }
+      transpose_out(t.g.data(), classes, count, grad + i * classes);
     }
   }
 }

@@ -27,6 +27,8 @@ LOSSES = {
     "pixel": dict(weighting="pixel", weight_foreground=3.0),
     "class": dict(weighting="class", log=False),
     "class per_image": dict(weighting="class", per_image=True),
+    # MultiClassIoULoss on the channels (1 - p, p) with one-hot labels (1 - y, y).
+    "multiclass": dict(class_weights=[0.5, 2.0]),
 }
 
 
@@ -63,7 +65,27 @@ def _loss(name, cross_replica):
 
     if name == "seed class":
         return wiou_ops.SeedWeightedIoULoss(**LOSSES["seed"])
+    if name == "multiclass":
+        return _two_channel(wiou_ops.MultiClassIoULoss(**LOSSES[name],
+                                                       cross_replica=cross_replica))
     return wiou_ops.WeightedIoULoss(**LOSSES[name], cross_replica=cross_replica)
+
+
+def _two_channel(loss):
+    """A Keras loss that feeds the model's one sigmoid channel to ``loss`` as two classes.
+
+    ``__call__`` is the wrapped loss's own (Keras's reduction and replica scaling
+    included), so nothing is scaled twice."""
+    import keras
+    from keras import ops
+
+    class TwoChannel(keras.losses.Loss):
+        def __call__(self, y_true, y_pred, sample_weight=None):
+            y_true = ops.cast(y_true, y_pred.dtype)
+            return loss(ops.concatenate([1.0 - y_true, y_true], axis=-1),
+                        ops.concatenate([1.0 - y_pred, y_pred], axis=-1), sample_weight)
+
+    return TwoChannel(name="two_channel_" + loss.name)
 
 
 def train_loop(strategy, loss_fn, initial_weights):

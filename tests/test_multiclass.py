@@ -485,3 +485,52 @@ def test_benchmark_smoke(tmp_path):
     for name in ["naive tf.function", "naive jit_compile", "xla", *(
             ["native"] if "native" in TF_IMPLEMENTATIONS else [])]:
         assert f"| {name} |" in text
+
+
+def test_plain_jax_sharded_equals_unsharded_on_8_devices():
+    """wiou_ops.jax.multiclass_iou_loss with axis_name under shard_map: the global-batch
+    value and gradient, equal to the unsharded ones (batch and per-image groups)."""
+    pytest.importorskip("jax")
+    code = """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        import numpy as np, jax, jax.numpy as jnp
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        try:
+            from jax import shard_map
+        except ImportError:
+            from jax.experimental.shard_map import shard_map
+        from wiou_ops import jax as wiou_jax, oracle
+        mesh = jax.make_mesh((8,), ("batch",))
+        rng = np.random.default_rng(0)
+        z = jnp.asarray(rng.normal(0, 3, (16, 9, 11, 5)), jnp.float32)
+        ids = jnp.asarray(rng.integers(0, 5, (16, 9, 11)), jnp.int32).at[3, 0, :4].set(255)
+        w = jnp.asarray(rng.uniform(0, 2, (16, 9, 11)), jnp.float32)
+        put = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
+        worst = [0.0, 0.0]
+        for per_image in (False, True):
+            opts = dict(sparse_y_true=True, from_logits=True, ignore_class=255,
+                        per_image=per_image, class_weights=[1, 2, 0.5, 1, 3],
+                        absent_classes="skip")
+            whole = jax.value_and_grad(
+                lambda y, z, w: wiou_jax.multiclass_iou_loss(y, z, sample_weight=w, **opts), 1)
+            sharded = shard_map(
+                lambda y, z, w: wiou_jax.multiclass_iou_loss(y, z, sample_weight=w,
+                                                             axis_name="batch", **opts),
+                mesh=mesh, in_specs=(P("batch"),) * 3, out_specs=P())
+            l1, g1 = whole(ids, z, w)
+            l2, g2 = jax.jit(jax.value_and_grad(sharded, 1))(put(ids), put(z), put(w))
+            want, want_grad = oracle.multiclass_value_and_grad(
+                np.asarray(ids), np.asarray(z), weight_map=np.asarray(w), **opts)
+            for value, grad in ((l1, g1), (l2, g2)):
+                worst[0] = max(worst[0], abs(float(value) - want) / want)
+                worst[1] = max(worst[1], float(np.max(np.abs(np.asarray(grad) - want_grad))
+                                               / np.max(np.abs(want_grad))))
+        print(*worst)
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    value_err, grad_err = map(float, out.stdout.split()[-2:])
+    assert value_err <= 1e-6 and grad_err <= 1e-5

@@ -10,11 +10,12 @@ same kernel from ``wiou_ops.WeightedIoULoss`` on the JAX backend. Needs JAX only
 import jax.numpy as jnp
 from jax import lax
 
-from wiou_ops import _iou
+from wiou_ops import _iou, _multiclass
 from wiou_ops._common import options as _options
-from wiou_ops._kernels.jax import BACKWARDS, iou_sums
+from wiou_ops._kernels.jax import BACKWARDS, JAX_OPS, iou_sums, multiclass_sums
 
-__all__ = ["weighted_iou_loss", "seed_weighted_iou_loss", "iou_sums", "BACKWARDS"]
+__all__ = ["weighted_iou_loss", "seed_weighted_iou_loss", "multiclass_iou_loss", "iou_sums",
+           "multiclass_sums", "BACKWARDS"]
 
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum")
 
@@ -112,3 +113,53 @@ def _check(y_true, y_pred, options, sample_weight, reduction, backward):
     if sample_weight is not None and options["weighting"] == "seed":
         raise ValueError("sample_weight with weighting='seed' follows Keras's reduction: use "
                          "wiou_ops.WeightedIoULoss on the JAX backend.")
+
+
+def multiclass_iou_loss(y_true, y_pred, *, class_weights=None, epsilon=1e-7,
+                        sparse_y_true=False, ignore_class=None, multi_label=False,
+                        from_logits=False, per_image=False, log=True,
+                        absent_classes="include", sample_weight=None,
+                        reduction="sum_over_batch_size", axis_name=None):
+    """The multi-class IoU loss in plain JAX (jittable; the options of
+    ``wiou_ops.MultiClassIoULoss``). Per group g (the batch, or each image) and class c::
+
+        I_c = Σ s·y_c·p̂_c,  U_c = Σ s·(y_c + p̂_c - y_c·p̂_c)
+        L_c = -log((I_c + ε)/(U_c + ε)),  loss_g = Σ_c w_c·L_c / Σ_c w_c
+
+    y_pred: (B, ..., C); y_true: ids (B, ...) with ``sparse_y_true``, else y_pred's shape.
+    ``sample_weight``: a weight map of the pixels (B, ...), inside the sums.
+    ``reduction``: "sum_over_batch_size"/"mean" (mean over images with ``per_image``) or
+    "sum". With ``axis_name`` (inside ``shard_map``/``pmap`` over the batch) the sums are
+    the global batch's: value and gradients equal the unsharded ones.
+    """
+    options = _options.validate_multiclass_options(
+        class_weights=class_weights, epsilon=epsilon, sparse_y_true=sparse_y_true,
+        ignore_class=ignore_class, multi_label=multi_label, from_logits=from_logits,
+        per_image=per_image, log=log, absent_classes=absent_classes)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r}: the plain JAX function supports "
+                         f"{REDUCTIONS} (the Keras class has all of Keras's).")
+    spec = _multiclass.MultiClassSpec.from_options(
+        options, _options.num_classes_for(options, y_pred.shape))
+    labels = y_true
+    if spec.sparse and y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
+        labels = y_true[..., 0]
+    expected = y_pred.shape[:-1] if spec.sparse else y_pred.shape
+    if labels.shape != expected:
+        raise ValueError(f"y_true of shape {y_true.shape} does not match {expected} "
+                         f"(y_pred.shape={y_pred.shape}, sparse_y_true={spec.sparse}).")
+    weights = None
+    if sample_weight is not None:
+        weights = jnp.broadcast_to(_expand_trailing(jnp.asarray(sample_weight, jnp.float32),
+                                                    y_pred.ndim - 1), y_pred.shape[:-1])
+    sums = multiclass_sums(labels, y_pred, weights, spec, axis_name)
+    losses = _multiclass.group_losses(sums, spec, JAX_OPS)
+    if not per_image:
+        return losses[0]
+    total = jnp.sum(losses)
+    if axis_name is not None:  # per-image losses live on their shard
+        total = lax.psum(total, axis_name)
+    if reduction == "sum":
+        return total
+    shards = 1 if axis_name is None else lax.axis_size(axis_name)
+    return total / float(max(losses.shape[0] * shards, 1))

@@ -55,8 +55,40 @@ def weighted_iou_loss(y_true, y_pred, sample_weight=None, **options):
     return _router.compute(y_true, y_pred, sample_weight, None, validate_options(**options))
 
 
+class _FusedLoss(keras.losses.Loss):
+    """What both loss classes share: options read as attributes, the call through the
+    router (``_compute``: ``_router.compute`` or ``_router.compute_multiclass``) with
+    Keras's mask, and a config of plain values."""
+
+    _compute = None  # set by each subclass
+
+    def __getattr__(self, name):
+        # weight_background, epsilon, ... read from the validated options.
+        options = self.__dict__.get("_options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        mask = get_keras_mask(y_pred)
+        with keras.name_scope(self.name):
+            loss = self._compute(y_true, y_pred, sample_weight, mask, self._options)
+            return ops.cast(loss, self.dtype)
+
+    def call(self, y_true, y_pred):
+        """The unreduced loss (what ``reduction="none"`` returns)."""
+        options = dict(self._options, reduction="none")
+        return self._compute(y_true, y_pred, None, None, options, trace=False)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: list(value) if isinstance(value, tuple) else value
+                       for name, value in self._options.items()})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="wiou_ops")
-class WeightedIoULoss(keras.losses.Loss):
+class WeightedIoULoss(_FusedLoss):
     """Drop-in, fused replacement for the seed's ``WeightedIoULoss``.
 
     Same arguments and, with ``weighting="seed"``, the same value and gradient
@@ -74,6 +106,8 @@ class WeightedIoULoss(keras.losses.Loss):
 
     With seed weighting the class weights only rescale the loss (see the README).
     """
+
+    _compute = staticmethod(_router.compute)
 
     def __init__(
         self,
@@ -107,29 +141,6 @@ class WeightedIoULoss(keras.losses.Loss):
             reduction=reduction,
         )
 
-    def __getattr__(self, name):
-        # weight_background, epsilon, ... read from the validated options.
-        options = self.__dict__.get("_options", {})
-        if name in options:
-            return options[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        mask = get_keras_mask(y_pred)
-        with keras.name_scope(self.name):
-            loss = _router.compute(y_true, y_pred, sample_weight, mask, self._options)
-            return ops.cast(loss, self.dtype)
-
-    def call(self, y_true, y_pred):
-        """The unreduced loss (what ``reduction="none"`` returns)."""
-        options = dict(self._options, reduction="none")
-        return _router.compute(y_true, y_pred, None, None, options, trace=False)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._options)
-        return config
-
 
 def multiclass_iou_loss(y_true, y_pred, sample_weight=None, **options):
     """Per-class weighted IoU loss of multi-class (or multi-label) predictions, fused.
@@ -154,7 +165,7 @@ def multiclass_iou_loss(y_true, y_pred, sample_weight=None, **options):
 
 
 @keras.saving.register_keras_serializable(package="wiou_ops")
-class MultiClassIoULoss(keras.losses.Loss):
+class MultiClassIoULoss(_FusedLoss):
     """Per-class weighted IoU (soft Jaccard) loss for multi-class and multi-label
     segmentation, one fused pass over the C channels with a hand-written gradient.
 
@@ -186,6 +197,8 @@ class MultiClassIoULoss(keras.losses.Loss):
       implementation: "auto", or "native", "xla", "graph" on TensorFlow.
     """
 
+    _compute = staticmethod(_router.compute_multiclass)
+
     def __init__(
         self,
         class_weights=None,
@@ -212,28 +225,3 @@ class MultiClassIoULoss(keras.losses.Loss):
             per_image=per_image, log=log, absent_classes=absent_classes,
             cross_replica=cross_replica, check_inputs=check_inputs,
             implementation=implementation, reduction=reduction)
-
-    def __getattr__(self, name):
-        options = self.__dict__.get("_options", {})
-        if name in options:
-            return options[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        mask = get_keras_mask(y_pred)
-        with keras.name_scope(self.name):
-            loss = _router.compute_multiclass(y_true, y_pred, sample_weight, mask,
-                                              self._options)
-            return ops.cast(loss, self.dtype)
-
-    def call(self, y_true, y_pred):
-        """The unreduced loss (what ``reduction="none"`` returns)."""
-        options = dict(self._options, reduction="none")
-        return _router.compute_multiclass(y_true, y_pred, None, None, options, trace=False)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._options)
-        if config["class_weights"] is not None:
-            config["class_weights"] = list(config["class_weights"])
-        return config

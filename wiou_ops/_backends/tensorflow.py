@@ -135,23 +135,29 @@ def _checked(y_true, y_pred, sample_weight, options):
     assertions, so inside a user's ``jit_compile`` step the check is skipped;
     our own eager and graph calls run it outside the compiled kernels.
     """
-    checks = [
-        tf.debugging.assert_greater_equal(
-            tf.cast(y_true, tf.float32), 0.0, message="y_true must be in [0, 1]"),
-        tf.debugging.assert_less_equal(
-            tf.cast(y_true, tf.float32), 1.0, message="y_true must be in [0, 1]"),
-    ]
-    if options["from_logits"]:
-        checks.append(tf.debugging.assert_all_finite(
-            y_pred, message="y_pred (logits) must be finite"))
+    checks = (_unit_label_checks(y_true) +
+              _prediction_and_weight_checks(y_pred, sample_weight, options["from_logits"]))
+    with tf.control_dependencies(checks):
+        return tf.identity(y_pred)
+
+
+def _unit_label_checks(y_true):
+    y = tf.cast(y_true, tf.float32)
+    return [tf.debugging.assert_greater_equal(y, 0.0, message="y_true must be in [0, 1]"),
+            tf.debugging.assert_less_equal(y, 1.0, message="y_true must be in [0, 1]")]
+
+
+def _prediction_and_weight_checks(y_pred, sample_weight, from_logits):
+    """Assertions: logits finite, or probabilities in [0, 1]; sample weights finite, >= 0."""
+    if from_logits:
+        checks = [tf.debugging.assert_all_finite(
+            y_pred, message="y_pred (logits) must be finite")]
     else:
-        checks += [
-            tf.debugging.assert_greater_equal(
-                y_pred, tf.zeros([], y_pred.dtype),
-                message="y_pred must be probabilities in [0, 1] (from_logits=False)"),
-            tf.debugging.assert_less_equal(
-                y_pred, tf.ones([], y_pred.dtype),
-                message="y_pred must be probabilities in [0, 1] (from_logits=False)"),
+        message = "y_pred must be probabilities in [0, 1] (from_logits=False)"
+        checks = [
+            tf.debugging.assert_greater_equal(y_pred, tf.zeros([], y_pred.dtype),
+                                              message=message),
+            tf.debugging.assert_less_equal(y_pred, tf.ones([], y_pred.dtype), message=message),
         ]
     if sample_weight is not None:
         weight = tf.cast(sample_weight, tf.float32)
@@ -159,8 +165,7 @@ def _checked(y_true, y_pred, sample_weight, options):
             tf.debugging.assert_all_finite(weight, message="sample_weight must be finite"),
             tf.debugging.assert_greater_equal(weight, 0.0, message="sample_weight must be >= 0"),
         ]
-    with tf.control_dependencies(checks):
-        return tf.identity(y_pred)
+    return checks
 
 
 def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None, impl=None):
@@ -300,23 +305,8 @@ def _checked_multiclass(labels, y_pred, sample_weight, spec):
                 tf.reduce_all(tf.equal(tf.cast(ids, labels.dtype), labels)), True,
                 message="y_true must hold whole class ids (sparse_y_true=True)"))
     else:
-        y = tf.cast(labels, tf.float32)
-        checks += [tf.debugging.assert_greater_equal(y, 0.0, message="y_true must be in [0, 1]"),
-                   tf.debugging.assert_less_equal(y, 1.0, message="y_true must be in [0, 1]")]
-    if spec.from_logits:
-        checks.append(tf.debugging.assert_all_finite(
-            y_pred, message="y_pred (logits) must be finite"))
-    else:
-        message = "y_pred must be probabilities in [0, 1] (from_logits=False)"
-        checks += [
-            tf.debugging.assert_greater_equal(y_pred, tf.zeros([], y_pred.dtype), message=message),
-            tf.debugging.assert_less_equal(y_pred, tf.ones([], y_pred.dtype), message=message)]
-    if sample_weight is not None:
-        weight = tf.cast(sample_weight, tf.float32)
-        checks += [
-            tf.debugging.assert_all_finite(weight, message="sample_weight must be finite"),
-            tf.debugging.assert_greater_equal(weight, 0.0, message="sample_weight must be >= 0"),
-        ]
+        checks += _unit_label_checks(labels)
+    checks += _prediction_and_weight_checks(y_pred, sample_weight, spec.from_logits)
     with tf.control_dependencies(checks):
         return tf.identity(y_pred)
 

@@ -38,10 +38,19 @@ def _all(condition):
 
 def check_values(y_true, y_pred, sample_weight, options):
     """``check_inputs=True``: the values, on the host; they must be concrete (eager)."""
+    _check_unit_labels(y_true)
+    _check_predictions_and_weights(y_pred, sample_weight, options["from_logits"])
+
+
+def _check_unit_labels(y_true):
     y = ops.cast(y_true, "float32")
     if not _all(ops.logical_and(y >= 0, y <= 1)):
         raise ValueError("y_true must be in [0, 1] (check_inputs=True).")
-    if options["from_logits"]:
+
+
+def _check_predictions_and_weights(y_pred, sample_weight, from_logits):
+    """Logits finite, or probabilities in [0, 1]; sample weights finite and >= 0."""
+    if from_logits:
         if not _all(ops.isfinite(y_pred)):
             raise ValueError("y_pred (logits) must be finite (check_inputs=True).")
     elif not _all(ops.logical_and(y_pred >= 0, y_pred <= 1)):
@@ -81,16 +90,5 @@ def check_multiclass_values(labels, y_pred, sample_weight, spec):
             raise ValueError(f"y_true holds class ids outside [0, {spec.num_classes}) that "
                              "are not ignore_class (sparse_y_true=True; check_inputs=True).")
     else:
-        y = ops.cast(labels, "float32")
-        if not _all(ops.logical_and(y >= 0, y <= 1)):
-            raise ValueError("y_true must be in [0, 1] (check_inputs=True).")
-    if spec.from_logits:
-        if not _all(ops.isfinite(y_pred)):
-            raise ValueError("y_pred (logits) must be finite (check_inputs=True).")
-    elif not _all(ops.logical_and(y_pred >= 0, y_pred <= 1)):
-        raise ValueError("y_pred must be probabilities in [0, 1] (from_logits=False; "
-                         "check_inputs=True).")
-    if sample_weight is not None:
-        weight = ops.cast(sample_weight, "float32")
-        if not _all(ops.logical_and(ops.isfinite(weight), weight >= 0)):
-            raise ValueError("sample_weight must be finite and >= 0 (check_inputs=True).")
+        _check_unit_labels(labels)
+    _check_predictions_and_weights(y_pred, sample_weight, spec.from_logits)

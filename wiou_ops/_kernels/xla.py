@@ -74,7 +74,7 @@ def _plain_sum(x):
 
 
 def blocked_row_sums(x):
-    """Row sums (over axis 1) of a (G, n) or (G, n, C) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
+    """Row sums (over axis 1) of a (G, n) or (G, n, ...) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
 
     XLA:CPU's own float32 reduction is not accurate for every shape (a full
     reduction of a 4-D map was 3.6e-5 off at 4e5 elements), and XLA folds
@@ -86,8 +86,9 @@ def blocked_row_sums(x):
     """
     groups = tf.shape(x, out_type=tf.int64)[0]
     block_shape = [groups, -1, _BLOCK]
-    if x.shape.rank == 3:  # (G, n, C): blocks along n, the class axis kept
-        block_shape = tf.stack([groups, -1, _BLOCK, tf.shape(x, out_type=tf.int64)[2]])
+    if x.shape.rank > 2:  # (G, n, ...): blocks along n, the trailing axes kept
+        block_shape = tf.concat([tf.stack([groups, -1, _BLOCK]),
+                                 tf.shape(x, out_type=tf.int64)[2:]], axis=0)
     tails = []
     for _ in range(_LEVELS):
         length = tf.shape(x, out_type=tf.int64)[1]
@@ -181,7 +182,9 @@ def _multiclass_grouped(labels, y_pred, weights, spec):
 def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
     y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
     p = _multiclass.probabilities(x, spec, TF_OPS)
-    return tf.stack([row_sums(t) for t in _multiclass.sums_terms(y, p, s)], axis=-1)
+    # One reduction of the stacked terms: XLA then computes p̂ once per element (three
+    # separate reductions each recomputed the softmax).
+    return row_sums(tf.stack(_multiclass.sums_terms(y, p, s), axis=-1))
 
 
 def _multiclass_gradient(labels, y_pred, weights, coef, spec):
