@@ -133,24 +133,38 @@ inline tfloat part_weighted_label(const MultiClassParams& params, const ClassTil
   return is_c ? s : tfloat{};
 }
 
+// Softmax without its division, for one part: e_c = exp(x_c - max_k x_k) in place of x
+// (max-subtracted: any finite logits); returns 1 / Σ_c e_c.
+inline tfloat part_softmax_numerators(const MultiClassParams& params, ClassTile& t, int part) {
+  const int64_t classes = params.classes;
+  float* column = t.p.data() + part * kTileWidth;
+  tfloat top = load_part<tfloat>(column);
+  for (int64_t c = 1; c < classes; ++c) {
+    const tfloat v = load_part<tfloat>(column + c * kLanes);
+    top = v > top ? v : top;
+  }
+  tfloat total = {};
+  for (int64_t c = 0; c < classes; ++c) {
+    const tfloat e = exp_nonpositive(load_part<tfloat>(column + c * kLanes) - top);
+    store_part(e, column + c * kLanes);
+    total += e;
+  }
+  return 1.0f / total;
+}
+
+// g_c = s·(a_c·y_c + b_c), the VJP w.r.t. p̂_c, with (a_c, b_c) = ab[2c], ab[2c + 1].
+inline tfloat part_upstream(const MultiClassParams& params, const ClassTile& t, tfloat s,
+                            const float* ab, int64_t c, int part) {
+  return ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
+}
+
 // p̂ in place of x for one part: softmax over the classes (max-subtracted: any finite
 // logits), sigmoid, or the clip.
 inline void part_probabilities(const MultiClassParams& params, ClassTile& t, int part) {
   const int64_t classes = params.classes;
   float* column = t.p.data() + part * kTileWidth;
   if (params.activation == Activation::kSoftmax) {
-    tfloat top = load_part<tfloat>(column);
-    for (int64_t c = 1; c < classes; ++c) {
-      const tfloat v = load_part<tfloat>(column + c * kLanes);
-      top = v > top ? v : top;
-    }
-    tfloat total = {};
-    for (int64_t c = 0; c < classes; ++c) {
-      const tfloat e = exp_nonpositive(load_part<tfloat>(column + c * kLanes) - top);
-      store_part(e, column + c * kLanes);
-      total += e;
-    }
-    const tfloat inverse = 1.0f / total;
+    const tfloat inverse = part_softmax_numerators(params, t, part);
     for (int64_t c = 0; c < classes; ++c) {
       store_part(load_part<tfloat>(column + c * kLanes) * inverse, column + c * kLanes);
     }
@@ -188,14 +202,29 @@ void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* w
       const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
       load_tile(labels, x, weights, params, i, count, t);
       for (int part = 0; part < kTileParts; ++part) {
-        part_probabilities(params, t, part);
         const int offset = part * kTileWidth;
         const tfloat s = load_part<tfloat>(&t.s[offset]);
+        // s·p̂_c = weight·v_c: the softmax's division folds into the pixel weight.
+        tfloat weight = s;
+        if (params.activation == Activation::kSoftmax) {
+          weight *= part_softmax_numerators(params, t, part);
+        } else {
+          part_probabilities(params, t, part);
+        }
         for (int64_t c = 0; c < classes; ++c) {
-          const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]);
-          const tfloat sy = part_weighted_label(params, t, s, c, part), sp = s * p;
+          const tfloat sp = weight * load_part<tfloat>(&t.p[c * kLanes + offset]);
+          tfloat si, sy;  // s·y_c·p̂_c and s·y_c
+          if (params.sparse) {
+            const tint is_c = load_part<tint>(&t.ids[offset]) == static_cast<int32_t>(c);
+            si = is_c ? sp : tfloat{};
+            sy = is_c ? s : tfloat{};
+          } else {
+            const tfloat y = load_part<tfloat>(&t.y[c * kLanes + offset]);
+            si = sp * y;
+            sy = s * y;
+          }
           float* a = &acc[c * kLanes + offset];
-          store_part(load_part<tfloat>(a) + sy * p, a);
+          store_part(load_part<tfloat>(a) + si, a);
           a += classes * kLanes;
           store_part(load_part<tfloat>(a) + sp, a);
           a += classes * kLanes;
@@ -252,26 +281,27 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
           for (int64_t c = 0; c < classes; ++c) {  // the clip's rule reads x itself
             const tfloat v = load_part<tfloat>(&t.p[c * kLanes + offset]);
             const tint in_range = (v >= params.lo) & (v <= params.hi);
-            const tfloat g = ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
+            const tfloat g = part_upstream(params, t, s, ab, c, part);
             store_part(in_range ? g : tfloat{}, &t.g[c * kLanes + offset]);
           }
         } else if (params.activation == Activation::kSigmoid) {
           for (int64_t c = 0; c < classes; ++c) {
             tfloat p, q;  // both sides without cancellation, as the binary loops
             sigmoid_pair(load_part<tfloat>(&t.p[c * kLanes + offset]), p, q);
-            const tfloat g = ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
+            const tfloat g = part_upstream(params, t, s, ab, c, part);
             store_part(g * (p * q), &t.g[c * kLanes + offset]);
           }
-        } else {
-          part_probabilities(params, t, part);
+        } else {  // softmax: p̂_c = e_c / Σ e, the division applied where p̂ is used
+          const tfloat inverse = part_softmax_numerators(params, t, part);
           tfloat dot = {};
           for (int64_t c = 0; c < classes; ++c) {
-            const tfloat g = ab[2 * c] * part_weighted_label(params, t, s, c, part) + ab[2 * c + 1] * s;
+            const tfloat g = part_upstream(params, t, s, ab, c, part);
             store_part(g, &t.g[c * kLanes + offset]);
             dot += g * load_part<tfloat>(&t.p[c * kLanes + offset]);
           }
+          dot *= inverse;  // Σ_k g_k·p̂_k
           for (int64_t c = 0; c < classes; ++c) {
-            const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]);
+            const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]) * inverse;
             const tfloat g = load_part<tfloat>(&t.g[c * kLanes + offset]);
             store_part(p * (g - dot), &t.g[c * kLanes + offset]);
           }

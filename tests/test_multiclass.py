@@ -271,6 +271,20 @@ def test_two_classes_equal_the_binary_class_weighting(implementation):
 
 
 @pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS)
+@pytest.mark.parametrize("classes", [256, 300])
+def test_hundreds_of_classes(implementation, classes):
+    """Any C: 256 and 300 classes, sparse int32 ids with void pixels, per-pixel weights."""
+    y_true, y_pred, weight, options, (y_numpy, oracle_weights) = make_case(
+        classes, "sparse-int32", "softmax", "void", "pixel", shape=(2, 5, 9))
+    options = dict(options, absent_classes="skip")
+    want = oracle_for(y_numpy, y_pred, options, True, weight, oracle_weights)
+    loss = wiou_ops.MultiClassIoULoss(per_image=True, implementation=implementation,
+                                      **options)
+    value, grad = value_and_grad(loss, y_true, y_pred, weight)
+    assert_close(value, grad, *want, "float32", f"{implementation} C={classes}")
+
+
+@pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS)
 def test_empty_and_saturated_inputs(implementation):
     """No pixel of a class, every pixel ignored, ±1e4 logits: finite values and gradients
     that match the oracle; with "skip" and nothing counting the loss is 0."""

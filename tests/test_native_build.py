@@ -41,7 +41,8 @@ def _python(code, *args, env=None, cwd=ROOT, timeout=600):
 # ---- instruction-set levels ------------------------------------------------------------
 
 # Every weighting with and without logits, per-image groups, a weight map, 16-bit
-# predictions: test_modes.check_mode asserts each against the float64 oracle.
+# predictions: test_modes.check_mode asserts each against the float64 oracle (and the
+# multi-class loss's activations and labels: test_multiclass's helpers).
 _LEVEL_PROBE = """
     import json, sys
     import numpy as np
@@ -55,6 +56,25 @@ _LEVEL_PROBE = """
                                         per_image, from_logits, log, seed=5)
                 key = f"{weighting}-{pred_dtype}-{per_image}-{from_logits}"
                 out[key] = [float(np.sum(loss)), grad.ravel().tolist()]
+    # MultiClassIoULoss: softmax, sigmoid and clip, sparse and one-hot labels, void pixels,
+    # a weight map, ragged tiles, several pixel blocks (no per_image) and 16-bit logits.
+    import wiou_ops
+    from tests import test_multiclass as mc
+    for classes, labels, activation, per_image in ((7, "sparse-uint8", "softmax", False),
+                                                   (19, "onehot", "sigmoid", True),
+                                                   (3, "sparse-int32", "clip", True)):
+        for pred_dtype in ("float32", "bfloat16"):
+            y_true, y_pred, weight, options, (y_numpy, weights) = mc.make_case(
+                classes, labels, activation, "void", "pixel", pred_dtype, shape=(3, 37, 41))
+            up = 1.0 if pred_dtype == "float32" else mc._loss_scale(
+                y_numpy, y_pred, options, per_image, weight, weights)
+            want = mc.oracle_for(y_numpy, y_pred, options, per_image, weight, weights, up)
+            loss = wiou_ops.MultiClassIoULoss(implementation="native", per_image=per_image,
+                                              **options)
+            value, grad = mc.value_and_grad(loss, y_true, y_pred, weight, upstream=up)
+            key = f"multiclass-{classes}-{activation}-{pred_dtype}"
+            mc.assert_close(value, grad, *want, pred_dtype, key)
+            out[key] = [value, grad.ravel().tolist()]
     json.dump(out, open(sys.argv[1], "w"))
 """
 

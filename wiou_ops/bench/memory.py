@@ -42,11 +42,16 @@ def measure_here(name, pass_name, shape, pred_dtype, true_dtype, device="cpu"):
         for _ in range(3):
             run(y_true, y_pred)[0].numpy()
         return max(0, tf.config.experimental.get_memory_info("GPU:0")["peak"] - base)
+    return resident_peak(lambda: run(y_true, y_pred)[0].numpy())
+
+
+def resident_peak(call, runs=3):
+    """Peak resident bytes above the resident size before ``runs`` calls (Linux)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current VmRSS
     base = _status_bytes("VmRSS")
-    for _ in range(3):
-        run(y_true, y_pred)[0].numpy()
+    for _ in range(runs):
+        call()
     return max(0, _status_bytes("VmHWM") - base)
 
 

@@ -10,8 +10,9 @@ the same process, interleaved (``harness.interleaved_times``), after warm-up:
   ``tf.function``.
 
 Also in the same run, for orientation: streaming read of the logits (the byte floor of
-one pass) and TensorFlow's own ``exp`` over them. Writes multiclass.json and
-multiclass.md into --out. ``wiou-bench --multiclass`` runs it after the main report.
+one pass) and TensorFlow's own ``exp`` over them. Then the peak memory of each variant
+above its inputs, each in a fresh process (``memory.resident_peak``), against the size of
+the gradient. Writes multiclass.json and multiclass.md into --out. ``wiou-bench --multiclass`` runs it after the main report.
 """
 
 import argparse
@@ -81,6 +82,33 @@ def variants(tf, classes, sparse):
     return out
 
 
+def peak_memory(name, shape, pred_dtype, labels, timeout=600):
+    """Peak resident bytes of one variant's step above its inputs, from a fresh process."""
+    import subprocess
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    command = [sys.executable, "-m", "wiou_ops.bench.multiclass", "--memory-of", name,
+               "x".join(map(str, shape)), pred_dtype, labels]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if out.returncode != 0:
+        raise RuntimeError(f"memory of {name!r} failed:\n{out.stderr[-2000:]}")
+    return int(out.stdout.split()[-1])
+
+
+def _peak_here(name, shape, pred_dtype, labels):
+    import tensorflow as tf
+
+    from wiou_ops.bench import memory
+
+    tf.config.set_visible_devices([], "GPU")
+    y_true, logits = _inputs(tf, shape, pred_dtype, labels)
+    fn = variants(tf, shape[-1], labels.startswith("sparse"))[name]
+    fn.get_concrete_function(y_true, logits)  # trace without running
+    return memory.resident_peak(lambda: fn(y_true, logits)[0].numpy())
+
+
 def run(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -119,6 +147,15 @@ def run(args):
                 stats = harness.summarize(secs)
                 stats["samples_s"] = secs
                 case["variants"][name] = stats
+            if args.memory and (pred_dtype, labels) == args.cases[0]:
+                grad_bytes = int(np.prod(shape)) * logits.dtype.size
+                for name in fns:
+                    print(f"[wiou-bench multiclass] peak memory of {name}", file=sys.stderr,
+                          flush=True)
+                    peak = peak_memory(name, shape, pred_dtype, labels)
+                    case["variants"][name]["peak_bytes"] = peak
+                    case["variants"][name]["peak_over_gradient"] = (
+                        None if peak is None else peak / grad_bytes)
             results["cases"].append(case)
     return results
 
@@ -139,9 +176,11 @@ def markdown(results):
     ]
     for case in results["cases"]:
         shape = "x".join(map(str, case["shape"]))
+        memory = any("peak_bytes" in stats for stats in case["variants"].values())
         lines += [f"## {shape}, {case['pred_dtype']} logits, {case['labels']} labels", "",
-                  "| variant | median ms (p20-p80) | vs naive tf.function | vs naive jit_compile |",
-                  "|---|---|---|---|"]
+                  "| variant | median ms (p20-p80) | vs naive tf.function | vs naive jit_compile |"
+                  + (" peak extra memory, MB (x gradient) |" if memory else ""),
+                  "|---|---|---|---|" + ("---|" if memory else "")]
         base = case["variants"]["naive tf.function"]["samples_s"]
         jit = case["variants"]["naive jit_compile"]["samples_s"]
         for name, stats in case["variants"].items():
@@ -149,8 +188,12 @@ def markdown(results):
                      harness.speedup_text(jit, stats["samples_s"])]
             if name.startswith(("read", "tf.exp")):
                 cells = ["", ""]
+            if memory:
+                peak = stats.get("peak_bytes")
+                cells.append("" if peak is None else
+                             f"{peak / 1e6:.0f} ({stats['peak_over_gradient']:.2f}x)")
             lines.append(f"| {name} | {stats['median_ms']:.1f} ({stats['p20_ms']:.1f}-"
-                         f"{stats['p80_ms']:.1f}) | {cells[0]} | {cells[1]} |")
+                         f"{stats['p80_ms']:.1f}) | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -164,11 +207,19 @@ def main(argv=None):
     parser.add_argument("--rounds", type=harness.positive_int, default=10)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("."))
     parser.add_argument("--quick", action="store_true",
-                        help="one float32 sparse case per size, 3 rounds: a smoke run")
+                        help="one float32 sparse case per size, 3 rounds, no memory: a smoke run")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the peak-memory subprocesses (first case of each size)")
+    parser.add_argument("--memory-of", nargs=4, metavar=("VARIANT", "SHAPE", "DTYPE", "LABELS"),
+                        help=argparse.SUPPRESS)  # the subprocess of peak_memory
     args = parser.parse_args(argv)
+    if args.memory_of:
+        name, shape, pred_dtype, labels = args.memory_of
+        print(_peak_here(name, harness.size_argument(shape), pred_dtype, labels))
+        return
     args.cases = DEFAULT_CASES[:1] if args.quick else DEFAULT_CASES
     if args.quick:
-        args.rounds = 3
+        args.rounds, args.memory = 3, False
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "multiclass.json").write_text(json.dumps(results, indent=1))
