@@ -28,6 +28,7 @@ from wiou_ops import _multiclass, oracle
 from wiou_ops._backends import ops as ops_backend
 from wiou_ops._backends import tensorflow as tf_backend
 from wiou_ops._common.options import validate_multiclass_options
+from wiou_ops.bench import multiclass as multiclass_bench
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TF_IMPLEMENTATIONS = list(tf_backend.MULTICLASS_IMPLEMENTATIONS)
@@ -381,19 +382,6 @@ def test_serialization_round_trip():
     np.testing.assert_allclose(float(restored(y_true, y_pred)), float(loss(y_true, y_pred)))
 
 
-def naive_multiclass_iou(y_true, y_pred, classes, class_weights, epsilon=1e-7):
-    """The formula in plain keras.ops (softmax, one_hot, per-class sums, autodiff): the
-    naive loss the benchmark compares with, and the fit-parity reference."""
-    p = keras.ops.softmax(y_pred, axis=-1)
-    y = keras.ops.one_hot(keras.ops.cast(y_true, "int32"), classes)
-    axes = tuple(range(len(y_pred.shape) - 1))
-    inter = keras.ops.sum(y * p, axis=axes)
-    union = keras.ops.sum(y + p - y * p, axis=axes)
-    w = keras.ops.convert_to_tensor(class_weights, "float32")
-    return keras.ops.sum(w * -keras.ops.log((inter + epsilon) / (union + epsilon))) / \
-        keras.ops.sum(w)
-
-
 def test_model_fit_matches_a_naive_keras_ops_loss():
     """Five steps of model.fit: the same weights as with the naive formula (<= 1e-5)."""
     classes, weights = 4, [0.5, 1.0, 2.0, 1.5]
@@ -413,7 +401,8 @@ def test_model_fit_matches_a_naive_keras_ops_loss():
 
     initial, fused = trained(wiou_ops.MultiClassIoULoss(weights, sparse_y_true=True,
                                                         from_logits=True))
-    _, naive = trained(lambda t, p: naive_multiclass_iou(t, p, classes, weights))
+    _, naive = trained(lambda t, p: multiclass_bench.naive_loss(t, p, classes, sparse=True,
+                                                                class_weights=weights))
     for got, want in zip(fused, naive):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     assert max(np.max(np.abs(a - b)) for a, b in zip(fused, initial)) > 1e-3, \
@@ -492,9 +481,7 @@ def test_hundred_million_elements_native_and_xla():
 
 def test_benchmark_smoke(tmp_path):
     """wiou-bench's multi-class section runs and reports every variant (tiny input)."""
-    from wiou_ops.bench import multiclass
-
-    multiclass.main(["--sizes", "2x16x16x3", "--quick", "--out", str(tmp_path)])
+    multiclass_bench.main(["--sizes", "2x16x16x3", "--quick", "--out", str(tmp_path)])
     text = (tmp_path / "multiclass.md").read_text()
     for name in ["naive tf.function", "naive jit_compile", "xla", *(
             ["native"] if "native" in TF_IMPLEMENTATIONS else [])]:

@@ -3,8 +3,8 @@ the weighted class mean.
 
 Plain Python like ``_iou.py``: array math goes through the caller's operators and an
 array namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``softmax``,
-``where``, ``log``, ``cast``, ``arange``, ``sum`` and ``convert_to_tensor`` (``keras.ops``, or the TensorFlow
-and JAX namespaces in ``_kernels``). The C++ loops (``kernels/wiou_multiclass.h``)
+``where``, ``log``, ``cast``, ``arange``, ``sum`` and ``convert_to_tensor`` (``keras.ops``,
+or the TensorFlow and JAX namespaces in ``_kernels``). The C++ loops (``kernels/wiou_multiclass.h``)
 implement the same sums and VJP and are tested against the same oracle.
 
 Notation, per group g (the batch, or one image with ``per_image``) and class c, for
@@ -38,7 +38,6 @@ import dataclasses
 
 # The sums' last axis: intersection, prediction mass, label mass.
 SUMS = ("I", "P", "Y")
-ABSENT_CLASSES = ("include", "skip")
 
 
 @dataclasses.dataclass(frozen=True)

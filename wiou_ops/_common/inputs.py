@@ -63,7 +63,8 @@ def _check_predictions_and_weights(y_pred, sample_weight, from_logits):
 
 
 def as_multiclass_inputs(y_true, y_pred, sparse):
-    """The multi-class loss's tensors with checked dtypes (shapes: ``reduction.multiclass_plan``)."""
+    """The multi-class loss's tensors with checked dtypes (shapes are checked by
+    ``reduction.multiclass_plan``)."""
     y_pred = ops.convert_to_tensor(y_pred)
     pred_dtype = keras.backend.standardize_dtype(y_pred.dtype)
     if not pred_dtype.startswith(("float", "bfloat")):

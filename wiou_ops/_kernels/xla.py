@@ -74,7 +74,8 @@ def _plain_sum(x):
 
 
 def blocked_row_sums(x):
-    """Row sums (over axis 1) of a (G, n) or (G, n, ...) tensor through ``_LEVELS`` levels of ``_BLOCK``-long partial sums.
+    """Row sums (over axis 1) of a (G, n) or (G, n, ...) tensor through ``_LEVELS`` levels
+    of ``_BLOCK``-long partial sums.
 
     XLA:CPU's own float32 reduction is not accurate for every shape (a full
     reduction of a 4-D map was 3.6e-5 off at 4e5 elements), and XLA folds

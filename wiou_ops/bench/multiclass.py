@@ -12,7 +12,8 @@ the same process, interleaved (``harness.interleaved_times``), after warm-up:
 Also in the same run, for orientation: streaming read of the logits (the byte floor of
 one pass) and TensorFlow's own ``exp`` over them. Then the peak memory of each variant
 above its inputs, each in a fresh process (``memory.resident_peak``), against the size of
-the gradient. Writes multiclass.json and multiclass.md into --out. ``wiou-bench --multiclass`` runs it after the main report.
+the gradient. Writes multiclass.json and multiclass.md into --out. ``wiou-bench
+--multiclass`` runs it after the main report.
 """
 
 import argparse
@@ -32,8 +33,9 @@ DEFAULT_CASES = [("float32", "sparse-uint8"), ("bfloat16", "sparse-uint8"),
                  ("float32", "onehot-float32")]
 
 
-def naive_loss(y_true, logits, classes, sparse, epsilon=1e-7):
-    """The multi-class IoU in plain keras.ops: what the benchmark compares with."""
+def naive_loss(y_true, logits, classes, sparse, epsilon=1e-7, class_weights=None):
+    """The multi-class IoU in plain keras.ops, as users write it (softmax, one_hot,
+    per-class sums, autodiff): what the benchmark and the fit-parity test compare with."""
     from keras import ops
 
     p = ops.softmax(ops.cast(logits, "float32"), axis=-1)
@@ -42,7 +44,11 @@ def naive_loss(y_true, logits, classes, sparse, epsilon=1e-7):
     axes = tuple(range(len(logits.shape) - 1))
     inter = ops.sum(y * p, axis=axes)
     union = ops.sum(y + p - y * p, axis=axes)
-    return ops.mean(-ops.log((inter + epsilon) / (union + epsilon)))
+    losses = -ops.log((inter + epsilon) / (union + epsilon))
+    if class_weights is None:
+        return ops.mean(losses)
+    w = ops.convert_to_tensor(class_weights, "float32")
+    return ops.sum(w * losses) / ops.sum(w)
 
 
 def _inputs(tf, shape, pred_dtype, labels, seed=0):
