@@ -19,7 +19,7 @@ namespace wiou {
 namespace WIOU_ISA_NAMESPACE {
 
 // The tile's vectors have the level's native width (a wider generic vector is
-// lowered piecewise by GCC 12, lane by lane for selects: 10x slower here); a tile
+// lowered piecewise by GCC 12, lane by lane for selects: 6x slower here); a tile
 // is still kLanes pixels, so each accumulator lane sums the same pixels at every
 // level and the results are bit-identical across levels.
 #if defined(__AVX512F__)
