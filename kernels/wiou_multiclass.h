@@ -183,6 +183,16 @@ inline void part_probabilities(const MultiClassParams& params, ClassTile& t, int
   }
 }
 
+// Pixel block k: its group and its pixels [begin, end) (blocks are numbered group by group).
+struct PixelBlock {
+  PixelBlock(int64_t k, int64_t group_pixels, int64_t per_group)
+      : group(k / per_group), begin(group * group_pixels + (k % per_group) * kPixelBlock) {
+    const int64_t group_end = (group + 1) * group_pixels;
+    end = begin + kPixelBlock < group_end ? begin + kPixelBlock : group_end;
+  }
+  int64_t group, begin, end;
+};
+
 template <typename TLabel, typename TPred>
 void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* weights,
                             int64_t group_pixels, const MultiClassParams& params,
@@ -193,10 +203,8 @@ void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* w
   // acc[(sum·C + c)·kLanes + lane]: I, P, Y per class, one accumulator per tile lane.
   std::vector<float> acc(kClassSums * classes * kLanes);
   for (int64_t k = first; k < last; ++k) {
-    const int64_t group = k / per_group;
-    const int64_t begin = group * group_pixels + (k % per_group) * kPixelBlock;
-    const int64_t group_end = (group + 1) * group_pixels;
-    const int64_t end = begin + kPixelBlock < group_end ? begin + kPixelBlock : group_end;
+    const PixelBlock block(k, group_pixels, per_group);
+    const int64_t begin = block.begin, end = block.end;
     std::fill(acc.begin(), acc.end(), 0.0f);
     for (int64_t i = begin; i < end; i += kLanes) {
       const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
@@ -266,10 +274,8 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
   const int64_t per_group = num_pixel_blocks(group_pixels);
   ClassTile t(classes);
   for (int64_t k = first; k < last; ++k) {
-    const int64_t group = k / per_group;
-    const int64_t begin = group * group_pixels + (k % per_group) * kPixelBlock;
-    const int64_t group_end = (group + 1) * group_pixels;
-    const int64_t end = begin + kPixelBlock < group_end ? begin + kPixelBlock : group_end;
+    const PixelBlock block(k, group_pixels, per_group);
+    const int64_t group = block.group, begin = block.begin, end = block.end;
     const float* ab = coef + group * classes * 2;
     for (int64_t i = begin; i < end; i += kLanes) {
       const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
