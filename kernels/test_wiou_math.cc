@@ -165,14 +165,15 @@ void test_conversions() {
 }
 
 void test_exp_and_sigmoid() {
-  // exp(x) for x <= 0 within 2e-7 relative down to -87; saturated sigmoids exact.
+  // exp(x) for x <= 0 within 1e-7 relative down to -87 (8.3e-8 at worst over every
+  // float there); saturated sigmoids exact.
   double worst = 0;
   for (int k = 0; k < 100000; ++k) {
     const float x = -86.99f * float(k) / 99999.0f;
     const host::vfloat v = host::exp_nonpositive(host::vfloat{} + x);
     worst = std::fmax(worst, rel(v[0], std::exp(double(x))));
   }
-  check(worst <= 2e-7, "vector exp within 2e-7", worst, 2e-7);
+  check(worst <= 1e-7, "vector exp within 1e-7", worst, 1e-7);
   check(host::exp_nonpositive(host::vfloat{} - 88.0f)[0] == 0.0f, "exp underflows to 0");
   const Params pr(Weighting::kClass, true, 1e-7, 1, 1);
   host::vfloat p, q;
