@@ -11,6 +11,8 @@
 #define WIOU_OPS_KERNELS_WIOU_MULTICLASS_H_
 
 #include <algorithm>
+#include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "wiou_math.h"
@@ -46,9 +48,14 @@ inline void store_part(const V& v, void* ptr) {
 
 // One tile: up to kLanes pixels [i, i + count) with every class, transposed to
 // [class][pixel] (row c: kLanes floats), so every step is a vector op per class.
+// p and y have rows up to a whole number of kTileWidth classes, for transpose_in.
 struct ClassTile {
   explicit ClassTile(int64_t classes)
-      : p(classes * kLanes), y(classes * kLanes), g(classes * kLanes) {}
+      : p(padded_classes(classes) * kLanes), y(padded_classes(classes) * kLanes),
+        g(classes * kLanes) {}
+  static int64_t padded_classes(int64_t classes) {
+    return (classes + kTileWidth - 1) / kTileWidth * kTileWidth;
+  }
   std::vector<float> p;  // x on load, then p̂
   std::vector<float> y;  // dense labels (sparse: unused)
   std::vector<float> g;  // the gradient (backward only)
@@ -56,20 +63,92 @@ struct ClassTile {
   alignas(64) float s[kLanes];      // pixel weight, 0 for padded and ignored pixels
 };
 
-// A sparse label as an id; float labels (whole numbers) outside [0, 2^31) or NaN: -1.
-inline int64_t label_id(uint8_t v) { return v; }
-inline int64_t label_id(int32_t v) { return v; }
+// A sparse label as an id; float labels (whole numbers) outside [0, 2^31) or NaN: -1,
+// which matches no class (nor an ignore_class, never negative).
+inline int32_t label_id(uint8_t v) { return v; }
+inline int32_t label_id(int32_t v) { return v; }
 template <typename T>
-inline int64_t label_id(T v) {
+inline int32_t label_id(T v) {
   const float f = to_float(v);
-  return f >= 0.0f && f < 2147483648.0f ? static_cast<int64_t>(f) : -1;
+  return f >= 0.0f && f < 2147483648.0f ? static_cast<int32_t>(f) : -1;
+}
+
+// Two-source shuffle with a constant index list (GCC's and Clang's builtins differ).
+template <int... K>
+inline tfloat shuffle(tfloat a, tfloat b) {
+#if defined(__clang__)
+  return __builtin_shufflevector(a, b, K...);
+#else
+  return __builtin_shuffle(a, b, tint{K...});
+#endif
+}
+
+// One butterfly stage of a kTileWidth x kTileWidth transpose: rows j and j + B (bit B
+// of j clear) exchange bit B of the row and the lane index, i.e. swap the off-diagonal
+// B x B blocks of every 2B x 2B block. All log2(kTileWidth) stages, in any order,
+// exchange row and lane: the transpose, in kTileWidth·log2(kTileWidth) shuffles.
+template <int B, int... K>
+inline void butterfly(tfloat* v, std::integer_sequence<int, K...>) {
+#pragma GCC unroll 16
+  for (int j = 0; j < kTileWidth; ++j) {
+    if (j & B) continue;
+    const tfloat lo = v[j], hi = v[j + B];
+    v[j] = shuffle<((K & B) ? kTileWidth + K - B : K)...>(lo, hi);
+    v[j + B] = shuffle<((K & B) ? kTileWidth + K : K + B)...>(lo, hi);
+  }
+}
+
+template <int B>
+inline void butterfly_stages(tfloat* v) {
+  if constexpr (B >= 1) {
+    butterfly<B>(v, std::make_integer_sequence<int, kTileWidth>());
+    butterfly_stages<B / 2>(v);
+  }
+}
+
+inline void transpose_square(tfloat* v) { butterfly_stages<kTileWidth / 2>(v); }
+
+// kTileWidth consecutive values as floats.
+template <typename T>
+inline tfloat load_converted(const T* ptr) {
+  float lanes[kTileWidth];
+  for (int k = 0; k < kTileWidth; ++k) lanes[k] = to_float(ptr[k]);
+  return load_part<tfloat>(lanes);
+}
+inline tfloat load_converted(const float* ptr) { return load_part<tfloat>(ptr); }
+
+// Whether a whole tile at pixel i may use the register transpose below: its row
+// segments of kTileWidth values read past the tile's last row by up to
+// kTileWidth - 1 values, which must still lie in the block [.., end).
+inline bool register_transposable(int64_t i, int count, int64_t end, int64_t classes) {
+  return count == kLanes && (i + kLanes) * classes + kTileWidth <= end * classes;
 }
 
 // rows (count pixels x C, row-major) as floats, transposed into out[c·kLanes + l];
-// lanes past count are 0. A whole tile's inner loop has a constant trip count
-// (kLanes), which the compiler unrolls.
+// lanes past count are 0. A register transpose of kTileWidth x kTileWidth squares
+// where allowed (whole class blocks read past each row into the next one; they land
+// in out's padding rows, past class C - 1), else element by element.
 template <typename T>
-inline void transpose_in(const T* rows, int64_t classes, int count, float* out) {
+inline void transpose_in(const T* rows, int64_t classes, int count, bool in_registers,
+                         float* out) {
+  if (in_registers) {
+    for (int part = 0; part < kTileParts; ++part) {
+      const T* part_rows = rows + part * kTileWidth * classes;
+      for (int64_t first = 0; first < classes; first += kTileWidth) {
+        tfloat v[kTileWidth];
+#pragma GCC unroll 16
+        for (int r = 0; r < kTileWidth; ++r) {
+          v[r] = load_converted(part_rows + r * classes + first);
+        }
+        transpose_square(v);
+#pragma GCC unroll 16
+        for (int k = 0; k < kTileWidth; ++k) {
+          store_part(v[k], out + (first + k) * kLanes + part * kTileWidth);
+        }
+      }
+    }
+    return;
+  }
   if (count == kLanes) {
     for (int64_t c = 0; c < classes; ++c) {
       const T* column = rows + c;
@@ -84,7 +163,9 @@ inline void transpose_in(const T* rows, int64_t classes, int count, float* out) 
   }
 }
 
-// The inverse for the gradient: in[c·kLanes + l] -> rows (count x C) in T.
+// The inverse for the gradient: in[c·kLanes + l] -> rows (count x C) in T, element
+// by element (a register transpose's row segments, unaligned and overlapping, store
+// slower here).
 template <typename T>
 inline void transpose_out(const float* in, int64_t classes, int count, T* rows) {
   if (count == kLanes) {
@@ -100,24 +181,46 @@ inline void transpose_out(const float* in, int64_t classes, int count, T* rows) 
   }
 }
 
-// Loads pixels [i, i + count): x, labels, and the pixel weight s.
+// Loads pixels [i, i + count) of a block ending at pixel `end`: x, labels, and the
+// pixel weight s (0 past count). The per-pixel loops have no branch on count in a
+// whole tile, so they vectorize.
 template <typename TLabel, typename TPred>
 inline void load_tile(const TLabel* labels, const TPred* x, const float* weights,
-                      const MultiClassParams& params, int64_t i, int count, ClassTile& t) {
+                      const MultiClassParams& params, int64_t i, int count, int64_t end,
+                      ClassTile& t) {
   const int64_t classes = params.classes;
-  transpose_in(x + i * classes, classes, count, t.p.data());
-  for (int l = 0; l < kLanes; ++l) {
-    t.s[l] = l < count ? (weights != nullptr ? weights[i + l] : 1.0f) : 0.0f;
-    if (params.sparse) {
-      // Ids outside [0, C) match no class (as TensorFlow's one_hot and the XLA path).
-      const int64_t id = l < count ? label_id(labels[i + l]) : -1;
-      if (id == params.ignore_class) t.s[l] = 0.0f;
-      t.ids[l] = (id >= 0 && id < classes) ? static_cast<int32_t>(id) : -1;
-    }
+  const bool in_registers = register_transposable(i, count, end, classes);
+  transpose_in(x + i * classes, classes, count, in_registers, t.p.data());
+  if (weights != nullptr) {
+    std::memcpy(t.s, weights + i, sizeof(float) * count);
+  } else {
+    std::fill(t.s, t.s + count, 1.0f);
   }
-  if (!params.sparse) {
+  std::fill(t.s + count, t.s + kLanes, 0.0f);
+  if (params.sparse) {
+    TLabel padded[kLanes];
+    const TLabel* ids = labels + i;
+    if (count < kLanes) {
+      std::memcpy(padded, ids, sizeof(TLabel) * count);
+      std::memset(padded + count, 0, sizeof(TLabel) * (kLanes - count));  // s = 0 there
+      ids = padded;
+    }
+    for (int l = 0; l < kLanes; ++l) t.ids[l] = label_id(ids[l]);
+    // Only a non-negative id can be ignored: -1 (and any negative int32 label) is no class.
+    const int64_t ignored = params.ignore_class;
+    if (ignored >= 0 && ignored <= INT32_MAX) {
+      for (int l = 0; l < kLanes; ++l) {
+        t.s[l] = t.ids[l] == static_cast<int32_t>(ignored) ? 0.0f : t.s[l];
+      }
+    }
+    // Ids outside [0, C) match no class (as TensorFlow's one_hot and the XLA path).
+    const uint32_t limit = classes < INT32_MAX ? static_cast<uint32_t>(classes) : INT32_MAX;
+    for (int l = 0; l < kLanes; ++l) {
+      t.ids[l] = static_cast<uint32_t>(t.ids[l]) < limit ? t.ids[l] : -1;
+    }
+  } else {
     float* yt = t.y.data();
-    transpose_in(labels + i * classes, classes, count, yt);
+    transpose_in(labels + i * classes, classes, count, in_registers, yt);
     if (params.ignore_class >= 0 && params.ignore_class < classes) {
       const float* ignored = yt + params.ignore_class * kLanes;
       for (int l = 0; l < kLanes; ++l) t.s[l] *= 1.0f - ignored[l];
@@ -133,16 +236,23 @@ inline tfloat part_weighted_label(const MultiClassParams& params, const ClassTil
   return is_c ? s : tfloat{};
 }
 
+// max_c x_c of one part, per pixel.
+inline tfloat part_max(const MultiClassParams& params, const ClassTile& t, int part) {
+  const float* column = t.p.data() + part * kTileWidth;
+  tfloat top = load_part<tfloat>(column);
+  for (int64_t c = 1; c < params.classes; ++c) {
+    const tfloat v = load_part<tfloat>(column + c * kLanes);
+    top = v > top ? v : top;
+  }
+  return top;
+}
+
 // Softmax without its division, for one part: e_c = exp(x_c - max_k x_k) in place of x
 // (max-subtracted: any finite logits); returns 1 / Σ_c e_c.
 inline tfloat part_softmax_numerators(const MultiClassParams& params, ClassTile& t, int part) {
   const int64_t classes = params.classes;
   float* column = t.p.data() + part * kTileWidth;
-  tfloat top = load_part<tfloat>(column);
-  for (int64_t c = 1; c < classes; ++c) {
-    const tfloat v = load_part<tfloat>(column + c * kLanes);
-    top = v > top ? v : top;
-  }
+  const tfloat top = part_max(params, t, part);
   tfloat total = {};
   for (int64_t c = 0; c < classes; ++c) {
     const tfloat e = exp_nonpositive(load_part<tfloat>(column + c * kLanes) - top);
@@ -208,7 +318,7 @@ void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* w
     std::fill(acc.begin(), acc.end(), 0.0f);
     for (int64_t i = begin; i < end; i += kLanes) {
       const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
-      load_tile(labels, x, weights, params, i, count, t);
+      load_tile(labels, x, weights, params, i, count, end, t);
       for (int part = 0; part < kTileParts; ++part) {
         const int offset = part * kTileWidth;
         const tfloat s = load_part<tfloat>(&t.s[offset]);
@@ -279,7 +389,7 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
     const float* ab = coef + group * classes * 2;
     for (int64_t i = begin; i < end; i += kLanes) {
       const int count = static_cast<int>(end - i < kLanes ? end - i : kLanes);
-      load_tile(labels, x, weights, params, i, count, t);
+      load_tile(labels, x, weights, params, i, count, end, t);
       for (int part = 0; part < kTileParts; ++part) {
         const int offset = part * kTileWidth;
         const tfloat s = load_part<tfloat>(&t.s[offset]);
@@ -298,13 +408,18 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
             store_part(g * (p * q), &t.g[c * kLanes + offset]);
           }
         } else {  // softmax: p̂_c = e_c / Σ e, the division applied where p̂ is used
-          const tfloat inverse = part_softmax_numerators(params, t, part);
-          tfloat dot = {};
+          float* column = t.p.data() + offset;
+          const tfloat top = part_max(params, t, part);
+          tfloat total = {}, dot = {};
           for (int64_t c = 0; c < classes; ++c) {
+            const tfloat e = exp_nonpositive(load_part<tfloat>(column + c * kLanes) - top);
+            store_part(e, column + c * kLanes);
+            total += e;
             const tfloat g = part_upstream(params, t, s, ab, c, part);
             store_part(g, &t.g[c * kLanes + offset]);
-            dot += g * load_part<tfloat>(&t.p[c * kLanes + offset]);
+            dot += g * e;
           }
+          const tfloat inverse = 1.0f / total;
           dot *= inverse;  // Σ_k g_k·p̂_k
           for (int64_t c = 0; c < classes; ++c) {
             const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]) * inverse;

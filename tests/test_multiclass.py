@@ -370,6 +370,21 @@ def test_call_errors_name_the_argument():
         np.testing.assert_allclose(float(loss(bad, probs)), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS)
+def test_ids_outside_the_classes_match_none(implementation):
+    """int32 ids below 0 or at/above C, without ignore_class, count as pixels of no class
+    (they still weigh in every P_c): value and gradient as the oracle's."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(-2, 5, (2, 5, 7)).astype(np.int32)
+    ids[0, 0, :3] = [-1, 1000, np.iinfo(np.int32).min]
+    z = rng.normal(0.0, 2.0, (2, 5, 7, 3)).astype(np.float32)
+    options = dict(sparse_y_true=True, from_logits=True)
+    loss = wiou_ops.MultiClassIoULoss(implementation=implementation, **options)
+    value, grad = value_and_grad(loss, tf.constant(ids), tf.constant(z), None)
+    want_value, want_grad = oracle.multiclass_value_and_grad(ids, z, **options)
+    assert_close(value, grad, want_value, want_grad, "float32", implementation)
+
+
 def test_serialization_round_trip():
     loss = wiou_ops.MultiClassIoULoss([1.0, 0.0, 2.5], sparse_y_true=True, ignore_class=255,
                                       from_logits=True, per_image=True, log=False,
