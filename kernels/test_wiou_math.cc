@@ -488,6 +488,177 @@ void append_outputs(std::vector<uint32_t>& bits) {
   append(&total, sizeof(total));
 }
 
+// Multi-class: labels, logits (or probabilities) and weights for 2 groups of a ragged
+// pixel count, C classes. Sparse ids include ids outside [0, C) (no class) and 1 (the
+// ignore_class when ignoring); dense labels are one-hot floats.
+template <typename TLabel, typename TPred>
+struct MultiClassCase {
+  MultiClassCase(int64_t c, bool sparse_labels, wiou::Activation activation, int seed)
+      : classes(c), labels(sparse_labels ? pixels : pixels * c), x(pixels * c), s(pixels) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> logit(0.0f, 3.0f);
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    params.classes = c;
+    params.activation = activation;
+    params.sparse = sparse_labels;
+    for (int64_t i = 0; i < pixels; ++i) {
+      const int64_t id = int64_t(rng() % (c + 2)) - 1;  // -1 and c: no class
+      s[i] = 2.0f * unit(rng);
+      if (sparse_labels) {
+        labels[i] = label_value(id < 0 ? 255.0f : float(id));
+      } else {
+        for (int64_t k = 0; k < c; ++k) labels[i * c + k] = label_value(k == id ? 1.0f : 0.0f);
+      }
+      for (int64_t k = 0; k < c; ++k) {
+        x[i * c + k] = host::from_float<TPred>(
+            activation == wiou::Activation::kClip ? unit(rng) : logit(rng));
+      }
+    }
+  }
+  static TLabel label_value(float v) {
+    if constexpr (std::is_integral_v<TLabel>) return static_cast<TLabel>(v);
+    else return host::from_float<TLabel>(v);
+  }
+  std::vector<float> sums(const float* weights) const {
+    const int64_t per_group = wiou::num_pixel_blocks(group_pixels), blocks = groups * per_group;
+    std::vector<float> partials(blocks * wiou::kClassSums * classes), out(groups * classes * 3);
+    wiou::multiclass_sums_blocks(labels.data(), x.data(), weights, group_pixels, params, 0,
+                                 blocks, partials.data());
+    wiou::combine_multiclass_partials(partials.data(), groups, per_group, classes, out.data());
+    return out;
+  }
+  std::vector<TPred> gradient(const float* weights, const float* coef) const {
+    std::vector<TPred> grad(pixels * classes);
+    wiou::multiclass_gradient(labels.data(), x.data(), weights, group_pixels, coef, params, 0,
+                              groups * wiou::num_pixel_blocks(group_pixels), grad.data());
+    return grad;
+  }
+  // y_c, s and p̂ of pixel i in double, from the stored values.
+  void reference_pixel(int64_t i, const float* weights, std::vector<double>& y,
+                       std::vector<double>& p, double& weight) const {
+    weight = weights ? weights[i] : 1.0;
+    double top = -INFINITY, total = 0.0;
+    for (int64_t k = 0; k < classes; ++k) {
+      y[k] = params.sparse ? double(int64_t(labels[i]) == k) : host::to_float(labels[i * classes + k]);
+      p[k] = host::to_float(x[i * classes + k]);
+      top = std::fmax(top, p[k]);
+    }
+    if (params.sparse && int64_t(labels[i]) == params.ignore_class) weight = 0.0;
+    for (int64_t k = 0; k < classes; ++k) {
+      if (params.activation == wiou::Activation::kSoftmax) {
+        p[k] = std::exp(p[k] - top);
+        total += p[k];
+      } else if (params.activation == wiou::Activation::kSigmoid) {
+        p[k] = 1.0 / (1.0 + std::exp(-p[k]));
+      } else {
+        p[k] = std::fmin(std::fmax(p[k], double(params.lo)), double(params.hi));
+      }
+    }
+    if (total > 0) for (double& v : p) v /= total;
+  }
+  static constexpr int64_t groups = 2, group_pixels = 2 * wiou::kPixelBlock + 37,
+                           pixels = groups * group_pixels;
+  int64_t classes;
+  wiou::MultiClassParams params;
+  std::vector<TLabel> labels;
+  std::vector<TPred> x;
+  std::vector<float> s;
+};
+
+// Sums and gradient (softmax, sigmoid, clip; sparse and one-hot; with and without a
+// weight map and ignore_class) against double references from the formulas in
+// wiou_math_api.h.
+void test_multiclass() {
+  for (int64_t classes : {3, 19}) {
+    for (bool sparse_labels : {true, false}) {
+      for (auto activation : {wiou::Activation::kSoftmax, wiou::Activation::kSigmoid,
+                              wiou::Activation::kClip}) {
+        MultiClassCase<uint8_t, float> sparse_case(classes, true, activation, 5);
+        MultiClassCase<float, float> dense_case(classes, false, activation, 5);
+        auto run = [&](auto& mc) {
+          mc.params.ignore_class = mc.params.sparse ? 1 : -1;
+          std::vector<float> coef(mc.groups * classes * 2);
+          for (size_t j = 0; j < coef.size(); ++j) coef[j] = 0.25f * float(j % 7) - 0.8f;
+          for (const float* weights : {static_cast<const float*>(nullptr), static_cast<const float*>(mc.s.data())}) {
+            const std::vector<float> got = mc.sums(weights);
+            std::vector<double> want(got.size(), 0.0), y(classes), p(classes);
+            const auto grad = mc.gradient(weights, coef.data());
+            double worst_sum = 0, worst_grad = 0, grad_scale = 0;
+            std::vector<double> grad_want(mc.pixels * classes);
+            for (int64_t i = 0; i < mc.pixels; ++i) {
+              double weight;
+              mc.reference_pixel(i, weights, y, p, weight);
+              const int64_t g = i / mc.group_pixels;
+              double dot = 0;
+              std::vector<double> up(classes);
+              for (int64_t k = 0; k < classes; ++k) {
+                double* row = &want[(g * classes + k) * 3];
+                row[0] += weight * y[k] * p[k];
+                row[1] += weight * p[k];
+                row[2] += weight * y[k];
+                up[k] = weight * (coef[(g * classes + k) * 2] * y[k] + coef[(g * classes + k) * 2 + 1]);
+                dot += up[k] * p[k];
+              }
+              for (int64_t k = 0; k < classes; ++k) {
+                const double xv = host::to_float(mc.x[i * classes + k]);
+                double d;
+                if (activation == wiou::Activation::kSoftmax) d = p[k] * (up[k] - dot);
+                else if (activation == wiou::Activation::kSigmoid) d = up[k] * p[k] * (1.0 - p[k]);
+                else d = (xv >= mc.params.lo && xv <= mc.params.hi) ? up[k] : 0.0;
+                grad_want[i * classes + k] = d;
+                grad_scale = std::fmax(grad_scale, std::fabs(d));
+              }
+            }
+            for (size_t j = 0; j < got.size(); ++j) worst_sum = std::fmax(worst_sum, rel(got[j], want[j]));
+            for (size_t j = 0; j < grad.size(); ++j) {
+              worst_grad = std::fmax(worst_grad, std::fabs(host::to_float(grad[j]) - grad_want[j]));
+            }
+            check(worst_sum <= 2e-6, "multi-class sums within 2e-6 of double", worst_sum, 2e-6);
+            check(worst_grad <= 1e-6 * grad_scale, "multi-class gradient within 1e-6 (x max)",
+                  worst_grad / grad_scale, 1e-6);
+          }
+        };
+        if (sparse_labels) run(sparse_case); else run(dense_case);
+      }
+    }
+  }
+}
+
+// The multi-class loops' outputs over label/prediction dtypes, options and C (odd, a
+// whole number of vectors, more than one class block), for the comparison across levels.
+void append_multiclass_outputs(std::vector<uint32_t>& bits) {
+  auto append = [&bits](const void* data, size_t bytes) {
+    std::vector<uint32_t> words((bytes + 3) / 4, 0u);
+    std::memcpy(words.data(), data, bytes);
+    bits.insert(bits.end(), words.begin(), words.end());
+  };
+  auto outputs = [&](auto& mc) {
+    std::vector<float> coef(mc.groups * mc.classes * 2);
+    for (size_t j = 0; j < coef.size(); ++j) coef[j] = 0.3f * float(j % 5) - 0.7f;
+    for (const float* weights : {static_cast<const float*>(nullptr), static_cast<const float*>(mc.s.data())}) {
+      const auto sums = mc.sums(weights);
+      const auto grad = mc.gradient(weights, coef.data());
+      append(sums.data(), sums.size() * sizeof(float));
+      append(grad.data(), grad.size() * sizeof(grad[0]));
+    }
+  };
+  for (int64_t classes : {3, 8, 19}) {
+    for (auto activation : {wiou::Activation::kSoftmax, wiou::Activation::kSigmoid,
+                            wiou::Activation::kClip}) {
+      MultiClassCase<uint8_t, float> a(classes, true, activation, 6);
+      MultiClassCase<int32_t, wiou::bfloat16> b(classes, true, activation, 7);
+      b.params.ignore_class = 1;
+      MultiClassCase<float, wiou::float16> c(classes, false, activation, 8);
+      MultiClassCase<wiou::bfloat16, float> d(classes, false, activation, 9);
+      d.params.ignore_class = 0;
+      outputs(a);
+      outputs(b);
+      outputs(c);
+      outputs(d);
+    }
+  }
+}
+
 std::vector<uint32_t> all_outputs() {
   std::vector<uint32_t> bits;
   append_outputs<float, float>(bits);
@@ -495,6 +666,7 @@ std::vector<uint32_t> all_outputs() {
   append_outputs<bool, wiou::float16>(bits);
   append_outputs<wiou::float16, float>(bits);
   append_outputs<int32_t, wiou::bfloat16>(bits);
+  append_multiclass_outputs(bits);
   return bits;
 }
 
@@ -511,6 +683,7 @@ void run_all_tests() {
   test_sums_accuracy_and_determinism();
   test_label_types_agree();
   test_gradient();
+  test_multiclass();
 }
 
 }  // namespace
