@@ -106,6 +106,27 @@ def test_sdist_carries_the_kernel_sources_and_the_tests(dist):
     assert not [name for name in names if name.endswith((".so", ".o"))]
 
 
+def test_manifest_leaves_out_bytecode_even_while_it_is_being_written(tmp_path, monkeypatch):
+    """Files the interpreter is writing (``x.pyc.<number>``, renamed into place a moment
+    later) are in no sdist: a list that named one could not be copied once it was gone."""
+    from setuptools.command.egg_info import FileList
+
+    kept = ["tests/test_x.py", "kernels/k.cc", "docs/guide.md"]
+    left_out = ["tests/__pycache__/test_x.cpython-311.pyc",
+                "tests/__pycache__/test_x.cpython-311.pyc.140234",
+                "tests/__pycache__/test_x.cpython-311-pytest-8.3.5.pyc.5678",
+                "kernels/k.o", "kernels/k.so"]
+    for name in kept + left_out:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    files = FileList()
+    for line in (ROOT / "MANIFEST.in").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            files.process_template_line(line)
+    assert sorted(files.files) == sorted(kept)
+
+
 def test_isolated_wheel_carries_sources_and_license(dist):
     with zipfile.ZipFile(dist[1]) as wheel:
         names = set(wheel.namelist())
