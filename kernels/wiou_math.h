@@ -16,6 +16,8 @@
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #include "wiou_math_api.h"
@@ -26,6 +28,12 @@
 // an AVX-512 copy for the baseline loops.
 #ifndef WIOU_ISA_NAMESPACE
 #define WIOU_ISA_NAMESPACE isa_host  // a program's own build for its host (the C++ test)
+#endif
+
+// The per-vector helpers below must inline into their loops: out of line, their
+// vector arguments and results pass through the stack.
+#ifndef WIOU_ALWAYS_INLINE
+#define WIOU_ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
 namespace wiou {
@@ -137,12 +145,97 @@ inline float16 from_float<float16>(float x) {
 // Prefetching past the end of a buffer cannot fault on x86.
 constexpr int64_t kPrefetch = 256;
 
+// The widest vector register of this level, in bytes.
+#if defined(__AVX512F__)
+constexpr int kRegisterBytes = 64;
+#elif defined(__AVX__)
+constexpr int kRegisterBytes = 32;
+#else
+constexpr int kRegisterBytes = 16;
+#endif
+
 // ---- 16-wide vectors (GCC/Clang vector extensions: AVX-512, 2xAVX2 or 4xSSE) ----
 typedef float vfloat __attribute__((vector_size(4 * kLanes)));
 typedef int32_t vint __attribute__((vector_size(4 * kLanes)));
 typedef uint32_t vuint __attribute__((vector_size(4 * kLanes)));
 typedef uint16_t vuint16 __attribute__((vector_size(2 * kLanes)));
 typedef uint8_t vuint8 __attribute__((vector_size(kLanes)));
+
+// ---- A 16-wide vector as register-wide parts ----
+// GCC 12 lowers comparisons and selects (a < b, m ? a : b) on vectors wider than
+// the level's registers lane by lane, in scalar code: below AVX-512 a clamp of a
+// 16-lane vector became 32 vminss/vmaxss. Code with comparisons or selects runs on
+// the register-wide parts instead: same lanes, same operations, same bits.
+typedef float rfloat __attribute__((vector_size(kRegisterBytes)));
+typedef int32_t rint __attribute__((vector_size(kRegisterBytes)));
+typedef uint32_t ruint __attribute__((vector_size(kRegisterBytes)));
+constexpr int kRegisterParts = 4 * kLanes / kRegisterBytes;
+
+template <typename V>
+struct RegisterOf;
+template <>
+struct RegisterOf<vfloat> {
+  typedef rfloat type;
+};
+template <>
+struct RegisterOf<vint> {
+  typedef rint type;
+};
+template <>
+struct RegisterOf<vuint> {
+  typedef ruint type;
+};
+
+template <typename V>
+WIOU_ALWAYS_INLINE typename RegisterOf<V>::type register_part(const V& v, int part) {
+  typename RegisterOf<V>::type r;
+  std::memcpy(&r, reinterpret_cast<const char*>(&v) + part * kRegisterBytes, sizeof(r));
+  return r;
+}
+template <typename V, typename R>
+WIOU_ALWAYS_INLINE void set_register_part(V& v, int part, const R& r) {
+  static_assert(sizeof(R) == kRegisterBytes, "one register");
+  std::memcpy(reinterpret_cast<char*>(&v) + part * kRegisterBytes, &r, sizeof(r));
+}
+
+// The vector of f's results on the operands' register-wide parts.
+template <typename Out, typename F, typename... V>
+WIOU_ALWAYS_INLINE Out per_register(F f, const V&... v) {
+  Out out;
+#pragma GCC unroll 4
+  for (int part = 0; part < kRegisterParts; ++part) {
+    set_register_part(out, part, f(register_part(v, part)...));
+  }
+  return out;
+}
+
+// Lanes of a where mask is set (all ones), else of b.
+template <typename V>
+WIOU_ALWAYS_INLINE V select(vint mask, V a, V b) {
+  return per_register<V>([](rint m, auto x, auto y) { return m ? x : y; }, mask, a, b);
+}
+
+// Bit l set where lane l of f's result on the register-wide parts (a comparison)
+// is set: the parts' sign bits.
+template <typename F, typename... V>
+WIOU_ALWAYS_INLINE uint32_t lane_bits(F f, const V&... v) {
+  constexpr int kPerPart = kRegisterBytes / 4;
+  uint32_t bits = 0;
+#pragma GCC unroll 4
+  for (int part = 0; part < kRegisterParts; ++part) {
+    const rint lanes = f(register_part(v, part)...);
+#if defined(__AVX__) && !defined(__AVX512F__)
+    const uint32_t part_bits = _mm256_movemask_ps(reinterpret_cast<const __m256&>(lanes));
+#elif defined(__SSE2__) && !defined(__AVX512F__)
+    const uint32_t part_bits = _mm_movemask_ps(reinterpret_cast<const __m128&>(lanes));
+#else
+    uint32_t part_bits = 0;
+    for (int l = 0; l < kPerPart; ++l) part_bits |= static_cast<uint32_t>(lanes[l] != 0) << l;
+#endif
+    bits |= part_bits << (part * kPerPart);
+  }
+  return bits;
+}
 
 template <typename V, typename T>
 inline V load_raw(const T* ptr) {
@@ -207,9 +300,10 @@ inline void store_floats(const vfloat& v, bfloat16* ptr) {
   // Round to nearest even, as from_float<bfloat16>; NaN becomes a quiet NaN.
   vuint bits;
   std::memcpy(&bits, &v, sizeof(bits));
-  const vint is_nan = (bits & 0x7fffffffu) > 0x7f800000u;
-  bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  bits = is_nan ? vuint{} + 0x7fc0u : bits;
+  bits = per_register<vuint>([](ruint b) {
+    const ruint rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    return (b & 0x7fffffffu) > 0x7f800000u ? ruint{} + 0x7fc0u : rounded;
+  }, bits);
   const vuint16 out = __builtin_convertvector(bits, vuint16);
   std::memcpy(ptr, &out, sizeof(out));
 }
@@ -218,6 +312,13 @@ inline void store_floats(const vfloat& v, float16* ptr) {
   const __m256i h = _mm512_cvtps_ph(reinterpret_cast<const __m512&>(v),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(ptr), h);
+#elif defined(__F16C__) && defined(__AVX__)
+  __m256 half[2];
+  std::memcpy(half, &v, sizeof(half));
+  for (int part = 0; part < 2; ++part) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(ptr + 8 * part),
+                     _mm256_cvtps_ph(half[part], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
 #else
   for (int l = 0; l < kLanes; ++l) ptr[l] = from_float<float16>(v[l]);
 #endif
@@ -232,13 +333,21 @@ inline void stream_floats(const vfloat& v, float* ptr) {
     _mm512_stream_ps(ptr, reinterpret_cast<const __m512&>(v));
     return;
   }
+#elif defined(__AVX__)
+  if (reinterpret_cast<uintptr_t>(ptr) % 64 == 0) {  // one whole cache line
+    __m256 half[2];
+    std::memcpy(half, &v, sizeof(half));
+    _mm256_stream_ps(ptr, half[0]);
+    _mm256_stream_ps(ptr + 8, half[1]);
+    return;
+  }
 #endif
   store_floats(v, ptr);
 }
 
 template <typename T16>  // bfloat16 or float16: 32 bytes per vector
 inline void stream_floats(const vfloat& v, T16* ptr) {
-#if defined(__AVX512F__)
+#if defined(__AVX__)
   if (reinterpret_cast<uintptr_t>(ptr) % 32 == 0) {
     alignas(32) T16 packed[kLanes];
     store_floats(v, packed);
@@ -251,7 +360,7 @@ inline void stream_floats(const vfloat& v, T16* ptr) {
 }
 
 inline void stream_fence() {
-#if defined(__AVX512F__)
+#if defined(__AVX__)
   _mm_sfence();
 #endif
 }
@@ -265,7 +374,7 @@ inline void stream_fence() {
 // gradient, as TensorFlow's sigmoid does. Lane by lane the same operations at every
 // width, so every instruction-set level gets the same bits.
 template <typename VF>
-inline VF exp_nonpositive(VF x_in) {
+WIOU_ALWAYS_INLINE VF exp_nonpositive(VF x_in) {
   using VI = decltype(x_in < x_in);
   const VI underflow = x_in < -87.0f;
   const VF x = underflow ? VF{} - 87.0f : x_in;
@@ -292,7 +401,7 @@ inline VF exp_nonpositive(VF x_in) {
 
 // sigmoid(z) and sigmoid(-z), each side without cancellation, never overflowing.
 template <typename VF>
-inline void sigmoid_pair(VF z, VF& p, VF& q) {
+WIOU_ALWAYS_INLINE void sigmoid_pair(VF z, VF& p, VF& q) {
   using VI = decltype(z < z);
   const VI negative = z < 0.0f;
   const VF e = exp_nonpositive(negative ? z : -z);  // exp(-|z|)
@@ -304,13 +413,21 @@ inline void sigmoid_pair(VF z, VF& p, VF& q) {
 // p̂ and q̂ = 1 - p̂ (see wiou_math_api.h): clip, or a sigmoid that never
 // overflows and computes each side without cancellation.
 template <bool kLogits>
-inline void probabilities(vfloat x, const Params& params, vfloat& p, vfloat& q) {
+WIOU_ALWAYS_INLINE void probabilities(vfloat x, const Params& params, vfloat& p, vfloat& q) {
   if (kLogits) {
-    sigmoid_pair(x, p, q);
+#pragma GCC unroll 4
+    for (int part = 0; part < kRegisterParts; ++part) {
+      rfloat p_part, q_part;
+      sigmoid_pair(register_part(x, part), p_part, q_part);
+      set_register_part(p, part, p_part);
+      set_register_part(q, part, q_part);
+    }
   } else {
-    const vfloat lo = vfloat{} + params.lo, hi = vfloat{} + params.hi;
-    p = x < lo ? lo : x;
-    p = p > hi ? hi : p;
+    const float lo = params.lo, hi = params.hi;
+    p = per_register<vfloat>([lo, hi](rfloat v) {
+      v = v < lo ? rfloat{} + lo : v;
+      return v > hi ? rfloat{} + hi : v;
+    }, x);
     q = 1.0f - p;
   }
 }
@@ -337,7 +454,8 @@ inline vfloat load_partial(const T* ptr, int count) {
 // cannot describe them; the flag sends the gradient back to y and p). In range
 // means the clip kept x (ε ≤ x ≤ 1-ε, ties included, NaN not); the clip is
 // probabilities' own, which the compiler shares with the sums.
-inline uint32_t label_mask_word(vfloat y, vfloat x, const Params& params, uint32_t& soft) {
+WIOU_ALWAYS_INLINE uint32_t label_mask_word(vfloat y, vfloat x, const Params& params,
+                                            uint32_t& soft) {
   vfloat p, q;
   probabilities<false>(x, params, p, q);
 #if defined(__AVX512F__)  // compare straight into bit masks
@@ -347,13 +465,9 @@ inline uint32_t label_mask_word(vfloat y, vfloat x, const Params& params, uint32
   const uint32_t hard = _mm512_cmp_ps_mask(_mm512_mul_ps(yv, yv), yv, _CMP_EQ_OQ);
   const uint32_t one = _mm512_cmp_ps_mask(yv, _mm512_set1_ps(1.0f), _CMP_EQ_OQ);
 #else
-  const vint in_range_lanes = p == x, hard_lanes = y * y == y, one_lanes = y == 1.0f;
-  uint32_t in_range = 0, hard = 0, one = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    in_range |= static_cast<uint32_t>(in_range_lanes[l] != 0) << l;
-    hard |= static_cast<uint32_t>(hard_lanes[l] != 0) << l;
-    one |= static_cast<uint32_t>(one_lanes[l] != 0) << l;
-  }
+  const uint32_t in_range = lane_bits([](rfloat a, rfloat b) { return a == b; }, p, x);
+  const uint32_t hard = lane_bits([](rfloat a) { return a * a == a; }, y);
+  const uint32_t one = lane_bits([](rfloat a) { return a == 1.0f; }, y);
 #endif
   soft |= in_range & ~hard;
   return in_range | one << kLanes;
@@ -361,20 +475,20 @@ inline uint32_t label_mask_word(vfloat y, vfloat x, const Params& params, uint32
 
 // Adds one vector's terms into acc[0..K). `valid` masks the padded lanes.
 template <Weighting W, bool kLogits, bool kWeighted>
-inline void accumulate_terms(vfloat y, vfloat x, vfloat s, vint valid, const Params& params,
-                             vfloat acc[kMaxTerms]) {
+WIOU_ALWAYS_INLINE void accumulate_terms(vfloat y, vfloat x, vfloat s, vint valid,
+                                         const Params& params, vfloat acc[kMaxTerms]) {
   vfloat p, q;
   probabilities<kLogits>(x, params, p, q);
   const vfloat yp = y * p;
   if (W == Weighting::kSeed) {
-    acc[0] += valid ? yp : vfloat{};
-    acc[1] += valid ? y + p - yp : vfloat{};
-    acc[2] += valid ? y : vfloat{};
+    acc[0] += select(valid, yp, vfloat{});
+    acc[1] += select(valid, y + p - yp, vfloat{});
+    acc[2] += select(valid, y, vfloat{});
     return;
   }
   vfloat m = kWeighted ? s : vfloat{} + 1.0f;
   if (W == Weighting::kPixel) m *= params.c0 + params.c1 * y;
-  m = valid ? m : vfloat{};
+  m = select(valid, m, vfloat{});
   acc[0] += m * yp;
   acc[1] += m * (y + p - yp);
   if (W == Weighting::kClass) {
@@ -491,8 +605,8 @@ inline float pairwise_column_sum(const float* partials, int64_t count, int c) {
 
 // m·(a·y + b·(1 - y))·dp̂ for one vector; m's class weight is 1 outside pixel mode.
 template <bool kLogits, bool kWeighted>
-inline vfloat gradient_terms(vfloat y, vfloat x, vfloat s, float a, float b,
-                             const Params& params) {
+WIOU_ALWAYS_INLINE vfloat gradient_terms(vfloat y, vfloat x, vfloat s, float a, float b,
+                                          const Params& params) {
   vfloat g = (a * y + b * (1.0f - y)) * (params.c0 + params.c1 * y);
   if (kWeighted) g *= s;
   if (kLogits) {
@@ -500,8 +614,11 @@ inline vfloat gradient_terms(vfloat y, vfloat x, vfloat s, float a, float b,
     probabilities<true>(x, params, p, q);
     return g * (p * q);
   }
-  const vint in_range = (x >= params.lo) & (x <= params.hi);
-  return in_range ? g : vfloat{};
+  const float lo = params.lo, hi = params.hi;
+  return per_register<vfloat>([lo, hi](rfloat v, rfloat gv) {
+    const rint in_range = (v >= lo) & (v <= hi);
+    return in_range ? gv : rfloat{};
+  }, x, g);
 }
 
 // Elements [begin, end) of one group (constant a, b).
@@ -581,9 +698,12 @@ void gradient_from_masks_span(const uint32_t* words, float v0, float v1, int64_t
   const vfloat background = vfloat{} + v0, foreground = vfloat{} + v1;
   for (; i + kLanes <= offset_end; i += kLanes) {
     const uint32_t word = words[i / kLanes];
-    const vint in_range = ((vint{} + static_cast<int32_t>(word & 0xffffu)) & lane_bit) != 0;
-    const vint is_one = ((vint{} + static_cast<int32_t>(word >> kLanes)) & lane_bit) != 0;
-    const vfloat g = in_range ? (is_one ? foreground : background) : vfloat{};
+    const int32_t in_range = static_cast<int32_t>(word & 0xffffu);
+    const int32_t is_one = static_cast<int32_t>(word >> kLanes);
+    const vfloat g = per_register<vfloat>([in_range, is_one](rint bit, rfloat v0, rfloat v1) {
+      const rint one = (bit & is_one) != 0;
+      return (bit & in_range) != 0 ? (one ? v1 : v0) : rfloat{};
+    }, lane_bit, background, foreground);
     stream_floats(g, grad + i);
   }
   stream_fence();
