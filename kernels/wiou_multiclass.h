@@ -20,20 +20,14 @@
 namespace wiou {
 namespace WIOU_ISA_NAMESPACE {
 
-// The tile's vectors have the level's native width (a wider generic vector is
-// lowered piecewise by GCC 12, lane by lane for selects: 6x slower here); a tile
-// is still kLanes pixels, so each accumulator lane sums the same pixels at every
-// level and the results are bit-identical across levels.
-#if defined(__AVX512F__)
-constexpr int kTileWidth = 16;
-#elif defined(__AVX__)
-constexpr int kTileWidth = 8;
-#else
-constexpr int kTileWidth = 4;
-#endif
+// The tile's vectors are one register wide (wiou_math.h's rfloat: wider ones get
+// scalar comparisons and selects from GCC 12); a tile is still kLanes pixels, so
+// each accumulator lane sums the same pixels at every level and the results are
+// bit-identical across levels.
+constexpr int kTileWidth = kRegisterBytes / 4;
 constexpr int kTileParts = kLanes / kTileWidth;
-typedef float tfloat __attribute__((vector_size(4 * kTileWidth)));
-typedef int32_t tint __attribute__((vector_size(4 * kTileWidth)));
+typedef rfloat tfloat;
+typedef rint tint;
 
 template <typename V>
 inline V load_part(const void* ptr) {
