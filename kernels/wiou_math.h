@@ -313,11 +313,10 @@ inline void store_floats(const vfloat& v, float16* ptr) {
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(ptr), h);
 #elif defined(__F16C__) && defined(__AVX__)
-  __m256 half[2];
-  std::memcpy(half, &v, sizeof(half));
-  for (int part = 0; part < 2; ++part) {
+  for (int part = 0; part < kRegisterParts; ++part) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(ptr + 8 * part),
-                     _mm256_cvtps_ph(half[part], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                     _mm256_cvtps_ph(register_part(v, part),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 #else
   for (int l = 0; l < kLanes; ++l) ptr[l] = from_float<float16>(v[l]);
@@ -335,10 +334,9 @@ inline void stream_floats(const vfloat& v, float* ptr) {
   }
 #elif defined(__AVX__)
   if (reinterpret_cast<uintptr_t>(ptr) % 64 == 0) {  // one whole cache line
-    __m256 half[2];
-    std::memcpy(half, &v, sizeof(half));
-    _mm256_stream_ps(ptr, half[0]);
-    _mm256_stream_ps(ptr + 8, half[1]);
+    for (int part = 0; part < kRegisterParts; ++part) {
+      _mm256_stream_ps(ptr + 8 * part, register_part(v, part));
+    }
     return;
   }
 #endif
