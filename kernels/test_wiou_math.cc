@@ -427,6 +427,13 @@ void test_label_masks() {
   check(soft[1] == 1 && flagged == 1, "soft labels flag their block unless clipped", flagged, 1);
 }
 
+// bytes of data, zero-padded to whole 32-bit words, at the end of bits.
+void append_words(std::vector<uint32_t>& bits, const void* data, size_t bytes) {
+  std::vector<uint32_t> words((bytes + 3) / 4, 0u);
+  std::memcpy(words.data(), data, bytes);
+  bits.insert(bits.end(), words.begin(), words.end());
+}
+
 // Every output the entry points write for one dtype pair, as raw bits: sums for
 // each weighting x logits x weight map, gradients, label masks and the gradient
 // from them. A ragged length that spans several blocks and groups.
@@ -453,11 +460,7 @@ void append_outputs(std::vector<uint32_t>& bits) {
     s[i] = 2.0f * unit(rng);
   }
   const float coef[2 * groups] = {-0.75f, 0.25f, -1.5f, 0.125f};
-  auto append = [&bits](const void* data, size_t bytes) {
-    std::vector<uint32_t> words((bytes + 3) / 4, 0u);
-    std::memcpy(words.data(), data, bytes);
-    bits.insert(bits.end(), words.begin(), words.end());
-  };
+  auto append = [&bits](const void* data, size_t bytes) { append_words(bits, data, bytes); };
   for (Weighting w : kWeightings) {
     for (bool from_logits : {false, true}) {
       const Params pr(w, from_logits, 1e-7, 0.3, 2.0);
@@ -627,11 +630,7 @@ void test_multiclass() {
 // The multi-class loops' outputs over label/prediction dtypes, options and C (odd, a
 // whole number of vectors, more than one class block), for the comparison across levels.
 void append_multiclass_outputs(std::vector<uint32_t>& bits) {
-  auto append = [&bits](const void* data, size_t bytes) {
-    std::vector<uint32_t> words((bytes + 3) / 4, 0u);
-    std::memcpy(words.data(), data, bytes);
-    bits.insert(bits.end(), words.begin(), words.end());
-  };
+  auto append = [&bits](const void* data, size_t bytes) { append_words(bits, data, bytes); };
   auto outputs = [&](auto& mc) {
     std::vector<float> coef(mc.groups * mc.classes * 2);
     for (size_t j = 0; j < coef.size(); ++j) coef[j] = 0.3f * float(j % 5) - 0.7f;
