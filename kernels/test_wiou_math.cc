@@ -164,8 +164,65 @@ void test_conversions() {
   check(portable == 0, "portable half conversions match the host's, bit for bit", portable, 0);
 }
 
+void test_mul_add() {
+  // The loops' fused multiply-add is std::fma's single rounding at every level (the
+  // baseline computes it without the instruction): random operands over a wide
+  // exponent range, sums that cancel to the last bit, sums just off a rounding tie,
+  // and the special values.
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
+  auto any = [&](int low, int high) {
+    const float v = std::ldexp(mantissa(rng), low + int(rng() % uint32_t(high - low + 1)));
+    return rng() % 2 ? -v : v;
+  };
+  std::vector<float> a, b, c;
+  for (int k = 0; k < 300000; ++k) {
+    const float x = any(-20, 20), y = any(-20, 20);
+    const float product = x * y;
+    float z;
+    switch (k % 4) {
+      case 0: z = any(-40, 40); break;
+      case 1: z = -std::nextafter(product, rng() % 2 ? 0.0f : INFINITY); break;  // cancels
+      case 2: z = std::ldexp(product, -int(rng() % 30)); break;
+      default: {  // (1 + 2^-12)²·2^k is a float tie; ± a term below double's half ulp
+        // puts the exact value just off it (rounding the double sum to nearest
+        // instead of to odd lands on the tie and rounds the wrong way).
+        const float one_plus = 1.0f + std::ldexp(1.0f, -12);
+        const float scaled = std::ldexp(one_plus, int(rng() % 9) - 4);
+        a.push_back(scaled);
+        b.push_back(one_plus);
+        c.push_back((rng() % 2 ? 1.0f : -1.0f) * std::ldexp(scaled, -50 - int(rng() % 30)));
+        continue;
+      }
+    }
+    a.push_back(x);
+    b.push_back(y);
+    c.push_back(z);
+  }
+  const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f, 3.4e38f, 1.0f};
+  for (float x : special) {
+    for (float y : special) {
+      for (float z : special) {
+        a.push_back(x);
+        b.push_back(y);
+        c.push_back(z);
+      }
+    }
+  }
+  std::vector<float> got(a.size());
+  wiou::mul_add_floats(a.data(), b.data(), c.data(), int64_t(a.size()), got.data());
+  size_t differ = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const float want = std::fma(a[i], b[i], c[i]);
+    const bool same = std::memcmp(&want, &got[i], sizeof(float)) == 0 ||
+                      (std::isnan(want) && std::isnan(got[i]));
+    differ += !same;
+  }
+  check(differ == 0, "mul_add rounds as std::fma, every operand", double(differ), 0);
+}
+
 void test_exp_and_sigmoid() {
-  // exp(x) for x <= 0 within 1e-7 relative down to -87 (8.3e-8 at worst over every
+  // exp(x) for x <= 0 within 1e-7 relative down to -87 (8.5e-8 at worst over every
   // float there); saturated sigmoids exact.
   double worst = 0;
   for (int k = 0; k < 100000; ++k) {
@@ -678,6 +735,7 @@ void run_all_tests() {
   test_gradient_stores<wiou::bfloat16>();
   test_gradient_stores<wiou::float16>();
   test_conversions();
+  test_mul_add();
   test_exp_and_sigmoid();
   test_sums_accuracy_and_determinism();
   test_label_types_agree();
@@ -690,7 +748,7 @@ void run_all_tests() {
 int main() {
   // Every level this CPU has, each against the double reference, then against
   // each other: the same lanes and the same order of operations (no FMA
-  // contraction under -std=c++17) give the same bits.
+  // contraction under -std=c++17; mul_add rounds once everywhere) give the same bits.
   const wiou::Isa cpu = wiou::cpu_isa();
   std::vector<uint32_t> baseline_bits;
   for (wiou::Isa level : {wiou::Isa::kBaseline, wiou::Isa::kAvx2, wiou::Isa::kAvx512}) {

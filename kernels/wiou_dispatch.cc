@@ -158,6 +158,10 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end) {
   WIOU_DISPATCH(stream_read_sum(x, begin, end));
 }
 
+void mul_add_floats(const float* a, const float* b, const float* c, int64_t n, float* out) {
+  WIOU_DISPATCH(mul_add_floats(a, b, c, n, out));
+}
+
 WIOU_INSTANTIATE_ENTRY_POINTS()
 
 }  // namespace wiou

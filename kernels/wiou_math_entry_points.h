@@ -38,6 +38,10 @@ void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const fl
 // fastest plain streaming read this CPU does (wiou-bench's byte floor).
 float stream_read_sum(const float* x, int64_t begin, int64_t end);
 
+// Test instrument: out[i] = a[i]·b[i] + c[i] rounded once, as the loops' mul_add
+// computes it (kernel-test checks it against std::fma at every level).
+void mul_add_floats(const float* a, const float* b, const float* c, int64_t n, float* out);
+
 // Multi-class (wiou_math_api.h): partial sums of pixel blocks [first, last) into
 // partials[(block·kClassSums + sum)·C + c]. labels: ids (pixels) with params.sparse,
 // else (pixels, C); weights: a weight map (pixels), or nullptr for s = 1.
