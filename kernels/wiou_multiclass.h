@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -110,6 +111,22 @@ inline tfloat load_converted(const T* ptr) {
   return load_part<tfloat>(lanes);
 }
 inline tfloat load_converted(const float* ptr) { return load_part<tfloat>(ptr); }
+inline tfloat load_converted(const bfloat16* ptr) {  // the high half of a float's bits
+  typedef uint16_t tuint16 __attribute__((vector_size(2 * kTileWidth)));
+  const ruint bits = __builtin_convertvector(load_part<tuint16>(ptr), ruint) << 16;
+  return load_part<tfloat>(&bits);
+}
+#if defined(__AVX512F__)
+inline tfloat load_converted(const float16* ptr) {
+  const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ptr)));
+  return load_part<tfloat>(&f);
+}
+#elif defined(__F16C__) && defined(__AVX__)
+inline tfloat load_converted(const float16* ptr) {
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ptr)));
+  return load_part<tfloat>(&f);
+}
+#endif
 
 // Whether a whole tile at pixel i may use the register transpose below: its row
 // segments of kTileWidth values read past the tile's last row by up to
@@ -159,19 +176,32 @@ inline void transpose_in(const T* rows, int64_t classes, int count, bool in_regi
 
 // The inverse for the gradient: in[c·kLanes + l] -> rows (count x C) in T, element
 // by element (a register transpose's row segments, unaligned and overlapping, store
-// slower here).
+// slower here). A 16-bit T is rounded in vector code first, into `converted`
+// (C·kLanes values), so that only the 2-byte moves are scalar.
 template <typename T>
-inline void transpose_out(const float* in, int64_t classes, int count, T* rows) {
+inline void transpose_out(const float* in, int64_t classes, int count, T* converted,
+                          T* rows) {
+  if constexpr (!std::is_same<T, float>::value) {
+    for (int64_t c = 0; c < classes; ++c) {
+      store_floats(load_floats(in + c * kLanes), converted + c * kLanes);
+    }
+  }
+  const auto value = [&](int64_t c, int l) {
+    if constexpr (std::is_same<T, float>::value) {
+      return in[c * kLanes + l];
+    } else {
+      return converted[c * kLanes + l];
+    }
+  };
   if (count == kLanes) {
     for (int64_t c = 0; c < classes; ++c) {
-      const float* src = in + c * kLanes;
       T* column = rows + c;
-      for (int l = 0; l < kLanes; ++l) column[l * classes] = from_float<T>(src[l]);
+      for (int l = 0; l < kLanes; ++l) column[l * classes] = value(c, l);
     }
     return;
   }
   for (int l = 0; l < count; ++l) {
-    for (int64_t c = 0; c < classes; ++c) rows[l * classes + c] = from_float<T>(in[c * kLanes + l]);
+    for (int64_t c = 0; c < classes; ++c) rows[l * classes + c] = value(c, l);
   }
 }
 
@@ -377,6 +407,7 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
   const int64_t classes = params.classes;
   const int64_t per_group = num_pixel_blocks(group_pixels);
   ClassTile t(classes);
+  std::vector<TPred> converted(std::is_same<TPred, float>::value ? 0 : classes * kLanes);
   for (int64_t k = first; k < last; ++k) {
     const PixelBlock block(k, group_pixels, per_group);
     const int64_t group = block.group, begin = block.begin, end = block.end;
@@ -422,7 +453,7 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
           }
         }
       }
-      transpose_out(t.g.data(), classes, count, grad + i * classes);
+      transpose_out(t.g.data(), classes, count, converted.data(), grad + i * classes);
     }
   }
 }
