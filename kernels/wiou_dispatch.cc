@@ -158,6 +158,20 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end) {
   WIOU_DISPATCH(stream_read_sum(x, begin, end));
 }
 
+void multiclass_sums_blocks_without_iou(const uint8_t* labels, const float* x,
+                                        int64_t group_pixels, const MultiClassParams& params,
+                                        int64_t first, int64_t last, float* partials) {
+  WIOU_DISPATCH(multiclass_sums_blocks_without_iou(labels, x, group_pixels, params, first, last,
+                                                   partials));
+}
+
+void multiclass_gradient_without_iou(const uint8_t* labels, const float* x,
+                                     int64_t group_pixels, const MultiClassParams& params,
+                                     int64_t first, int64_t last, float* out) {
+  WIOU_DISPATCH(multiclass_gradient_without_iou(labels, x, group_pixels, params, first, last,
+                                                out));
+}
+
 void mul_add_floats(const float* a, const float* b, const float* c, int64_t n, float* out) {
   WIOU_DISPATCH(mul_add_floats(a, b, c, n, out));
 }

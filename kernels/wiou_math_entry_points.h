@@ -38,6 +38,17 @@ void iou_gradient_from_masks(const uint32_t* masks, int64_t group_size, const fl
 // fastest plain streaming read this CPU does (wiou-bench's byte floor).
 float stream_read_sum(const float* x, int64_t begin, int64_t end);
 
+// Benchmark instrument: the multi-class loops for uint8 ids and float32 logits with
+// the IoU terms left out (multiclass_sums_blocks / multiclass_gradient with
+// kIouTerms = false: same tiles, same softmax; the gradient is p̂ itself), the
+// compute floor the loss's loops are measured against.
+void multiclass_sums_blocks_without_iou(const uint8_t* labels, const float* x,
+                                        int64_t group_pixels, const MultiClassParams& params,
+                                        int64_t first, int64_t last, float* partials);
+void multiclass_gradient_without_iou(const uint8_t* labels, const float* x,
+                                     int64_t group_pixels, const MultiClassParams& params,
+                                     int64_t first, int64_t last, float* out);
+
 // Test instrument: out[i] = a[i]·b[i] + c[i] rounded once, as the loops' mul_add
 // computes it (kernel-test checks it against std::fma at every level).
 void mul_add_floats(const float* a, const float* b, const float* c, int64_t n, float* out);

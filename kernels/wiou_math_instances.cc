@@ -42,6 +42,20 @@ float stream_read_sum(const float* x, int64_t begin, int64_t end) {
   return total;
 }
 
+void multiclass_sums_blocks_without_iou(const uint8_t* labels, const float* x,
+                                        int64_t group_pixels, const MultiClassParams& params,
+                                        int64_t first, int64_t last, float* partials) {
+  multiclass_sums_pass<false>(labels, x, static_cast<const float*>(nullptr), group_pixels,
+                              params, first, last, partials);
+}
+
+void multiclass_gradient_without_iou(const uint8_t* labels, const float* x,
+                                     int64_t group_pixels, const MultiClassParams& params,
+                                     int64_t first, int64_t last, float* out) {
+  multiclass_gradient_pass<false>(labels, x, static_cast<const float*>(nullptr), group_pixels,
+                                  nullptr, params, first, last, out);
+}
+
 void mul_add_floats(const float* a, const float* b, const float* c, int64_t n, float* out) {
   for (int64_t i = 0; i < n; i += kLanes) {
     const int count = n - i < kLanes ? static_cast<int>(n - i) : kLanes;

@@ -327,10 +327,13 @@ struct PixelBlock {
   int64_t group, begin, end;
 };
 
-template <typename TLabel, typename TPred>
-void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* weights,
-                            int64_t group_pixels, const MultiClassParams& params,
-                            int64_t first, int64_t last, float* partials) {
+// kIouTerms = false is a benchmark instrument, the same loop without the loss math:
+// the same tiles and softmax, and one running sum of s·p̂ over the classes (into the
+// block's first partial) in place of the (C, 3) sums.
+template <bool kIouTerms, typename TLabel, typename TPred>
+void multiclass_sums_pass(const TLabel* labels, const TPred* x, const float* weights,
+                          int64_t group_pixels, const MultiClassParams& params, int64_t first,
+                          int64_t last, float* partials) {
   const int64_t classes = params.classes;
   const int64_t per_group = num_pixel_blocks(group_pixels);
   ClassTile t(classes);
@@ -352,6 +355,14 @@ void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* w
           weight *= part_softmax_numerators(params, t, part);
         } else {
           part_probabilities(params, t, part);
+        }
+        if constexpr (!kIouTerms) {
+          tfloat total = load_part<tfloat>(&acc[offset]);
+          for (int64_t c = 0; c < classes; ++c) {
+            total += weight * load_part<tfloat>(&t.p[c * kLanes + offset]);
+          }
+          store_part(total, &acc[offset]);
+          continue;
         }
         for (int64_t c = 0; c < classes; ++c) {
           const tfloat sp = weight * load_part<tfloat>(&t.p[c * kLanes + offset]);
@@ -400,10 +411,18 @@ inline float pairwise_strided_sum(const float* rows, int64_t count, int64_t stri
 }
 
 template <typename TLabel, typename TPred>
-void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weights,
-                         int64_t group_pixels, const float* coef,
-                         const MultiClassParams& params, int64_t first, int64_t last,
-                         TPred* grad) {
+void multiclass_sums_blocks(const TLabel* labels, const TPred* x, const float* weights,
+                            int64_t group_pixels, const MultiClassParams& params,
+                            int64_t first, int64_t last, float* partials) {
+  multiclass_sums_pass<true>(labels, x, weights, group_pixels, params, first, last, partials);
+}
+
+// kIouTerms = false: the benchmark instrument's backward, p̂ itself as the gradient.
+template <bool kIouTerms, typename TLabel, typename TPred>
+void multiclass_gradient_pass(const TLabel* labels, const TPred* x, const float* weights,
+                              int64_t group_pixels, const float* coef,
+                              const MultiClassParams& params, int64_t first, int64_t last,
+                              TPred* grad) {
   const int64_t classes = params.classes;
   const int64_t per_group = num_pixel_blocks(group_pixels);
   ClassTile t(classes);
@@ -440,22 +459,37 @@ void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weig
             const tfloat e = exp_nonpositive(load_part<tfloat>(column + c * kLanes) - top);
             store_part(e, column + c * kLanes);
             total += e;
-            const tfloat g = part_upstream(params, t, s, ab, c, part);
-            store_part(g, &t.g[c * kLanes + offset]);
-            dot += g * e;
+            if constexpr (kIouTerms) {
+              const tfloat g = part_upstream(params, t, s, ab, c, part);
+              store_part(g, &t.g[c * kLanes + offset]);
+              dot += g * e;
+            }
           }
           const tfloat inverse = 1.0f / total;
           dot *= inverse;  // Σ_k g_k·p̂_k
           for (int64_t c = 0; c < classes; ++c) {
             const tfloat p = load_part<tfloat>(&t.p[c * kLanes + offset]) * inverse;
-            const tfloat g = load_part<tfloat>(&t.g[c * kLanes + offset]);
-            store_part(p * (g - dot), &t.g[c * kLanes + offset]);
+            if constexpr (kIouTerms) {
+              const tfloat g = load_part<tfloat>(&t.g[c * kLanes + offset]);
+              store_part(p * (g - dot), &t.g[c * kLanes + offset]);
+            } else {
+              store_part(p, &t.g[c * kLanes + offset]);
+            }
           }
         }
       }
       transpose_out(t.g.data(), classes, count, converted.data(), grad + i * classes);
     }
   }
+}
+
+template <typename TLabel, typename TPred>
+void multiclass_gradient(const TLabel* labels, const TPred* x, const float* weights,
+                         int64_t group_pixels, const float* coef,
+                         const MultiClassParams& params, int64_t first, int64_t last,
+                         TPred* grad) {
+  multiclass_gradient_pass<true>(labels, x, weights, group_pixels, coef, params, first, last,
+                                 grad);
 }
 
 }  // namespace WIOU_ISA_NAMESPACE

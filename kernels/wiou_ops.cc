@@ -175,6 +175,18 @@ REGISTER_OP("WiouStreamRead")
     })
     .Doc("Benchmark instrument: sum of x read at streaming bandwidth on all intra-op threads.");
 
+REGISTER_OP("WiouMultiClassWithoutIou")
+    .Input("labels: uint8")
+    .Input("logits: float")
+    .Output("probabilities: float")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      return absl::OkStatus();
+    })
+    .Doc("Benchmark instrument: the multi-class softmax loss's two passes (sums, then "
+         "gradient) over sparse ids and logits with the IoU terms left out, each pass on "
+         "all intra-op threads; returns softmax(logits), the backward pass's output.");
+
 // TensorFlow element type -> the math header's storage type (same bits).
 template <typename T>
 struct Storage {
@@ -548,6 +560,47 @@ class MultiClassSumsGradOp : public MultiClassOpBase {
  private:
   GradientBufferCache<TPred> buffers_;
 };
+
+class MultiClassWithoutIouOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& labels = ctx->input(0);
+    const Tensor& logits = ctx->input(1);
+    OP_REQUIRES(ctx, logits.dims() >= 1 && logits.dim_size(logits.dims() - 1) >= 1 &&
+                         labels.NumElements() * logits.dim_size(logits.dims() - 1) ==
+                             logits.NumElements(),
+                errors::InvalidArgument("logits must be (..., C) with one label per pixel"));
+    wiou::MultiClassParams params;
+    params.classes = logits.dim_size(logits.dims() - 1);
+    params.activation = wiou::Activation::kSoftmax;
+    params.sparse = true;
+    const int64_t pixels = labels.NumElements();
+    const int64_t blocks = wiou::num_pixel_blocks(pixels);
+    const uint8_t* ids = labels.flat<uint8_t>().data();
+    const float* x = logits.flat<float>().data();
+    std::vector<float> partials(wiou::kClassSums * params.classes * (blocks > 0 ? blocks : 1));
+    Tensor out = buffers_.Get(ctx, logits.shape());
+    if (!ctx->status().ok()) return;
+    float* p = out.flat<float>().data();
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    const int64_t cost = wiou::kPixelBlock * params.classes * 8;
+    workers->ParallelFor(blocks, cost, [&](int64_t first, int64_t last) {
+      wiou::multiclass_sums_blocks_without_iou(ids, x, pixels, params, first, last,
+                                               partials.data());
+    });
+    workers->ParallelFor(blocks, cost, [&](int64_t first, int64_t last) {
+      wiou::multiclass_gradient_without_iou(ids, x, pixels, params, first, last, p);
+    });
+    ctx->set_output(0, out);
+  }
+
+ private:
+  GradientBufferCache<float> buffers_;
+};
+REGISTER_KERNEL_BUILDER(Name("WiouMultiClassWithoutIou").Device(DEVICE_CPU),
+                        MultiClassWithoutIouOp);
 
 class KernelIsaOp : public OpKernel {
  public:

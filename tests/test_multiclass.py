@@ -498,9 +498,12 @@ def test_benchmark_smoke(tmp_path):
     """wiou-bench's multi-class section runs and reports every variant (tiny input)."""
     multiclass_bench.main(["--sizes", "2x16x16x3", "--quick", "--out", str(tmp_path)])
     text = (tmp_path / "multiclass.md").read_text()
+    native_rows = ["native", multiclass_bench.LOOPS, multiclass_bench.LOOPS_WITHOUT_IOU]
     for name in ["naive tf.function", "naive jit_compile", "xla", *(
-            ["native"] if "native" in TF_IMPLEMENTATIONS else [])]:
+            native_rows if "native" in TF_IMPLEMENTATIONS else [])]:
         assert f"| {name} |" in text
+    if "native" in TF_IMPLEMENTATIONS:
+        assert "Bounds of the native loops (forward+backward): byte floor" in text
 
 
 def test_plain_jax_sharded_equals_unsharded_on_8_devices():

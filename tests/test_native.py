@@ -151,6 +151,25 @@ def test_stream_read_probe_sums():
     assert got == pytest.approx(float(np.sum(x, dtype=np.float64)), rel=1e-5)
 
 
+@needs_native
+def test_multiclass_loops_probe():
+    """The benchmark's loops alone: without the IoU terms the backward pass writes
+    softmax(logits); with them, the softmax VJP for the fixed coefficients (1e-7, 1e-7):
+    g_c = 1e-7·(y_c + 1), dz = p·(g - Σ_k g_k·p_k). Ragged pixel count, C = 7."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 7, (3, 37, 29)).astype(np.uint8)
+    z = rng.normal(0.0, 3.0, (3, 37, 29, 7)).astype(np.float32)
+    z64 = z.astype(np.float64)
+    p = np.exp(z64 - z64.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    got = _native.multiclass_loops(tf.constant(ids), tf.constant(z), iou_terms=False).numpy()
+    assert np.max(np.abs(got - p)) <= 1e-6
+    g = 1e-7 * (np.eye(7)[ids] + 1.0)
+    want = p * (g - np.sum(g * p, -1, keepdims=True))
+    got = _native.multiclass_loops(tf.constant(ids), tf.constant(z)).numpy()
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
 # --- The backward from label masks (2 bits per element, kernels/wiou_math_api.h). --------
 
 def _native_value_and_grad(write_masks, y_true, y_pred, spec, upstream):

@@ -102,6 +102,27 @@ def stream_read(x):
     return _library.wiou_stream_read(x)
 
 
+def multiclass_loops(labels, logits, iou_terms=True):
+    """Benchmark instrument: both multi-class passes over sparse uint8 ids and float32
+    logits (softmax, no weights), as the op calls alone. With ``iou_terms`` the loss's own
+    ops (the sums, then the gradient for fixed coefficients); without, the same loops
+    with the IoU terms left out (their compute floor). Returns the gradient-sized output,
+    or None without the library."""
+    if _library is None:
+        return None
+    if not iou_terms:
+        return _library.wiou_multi_class_without_iou(labels, logits)
+    attrs = dict(activation="softmax", sparse=True, ignore_class=-1, per_image=False,
+                 epsilon=1e-7)
+    empty = tf.zeros([0], tf.float32)
+    sums = _library.wiou_multi_class_sums(labels, logits, empty, **attrs)
+    classes = tf.shape(logits)[-1]
+    # Coefficients of the order of the loss's, after the sums (the data dependence
+    # orders the two ops as in a training step).
+    coef = tf.fill([1, classes, 2], 1e-7) + 0.0 * sums[:, :, :2]
+    return _library.wiou_multi_class_sums_grad(labels, logits, empty, coef, **attrs)
+
+
 def _attrs(spec):
     return dict(
         weighting=spec.weighting,

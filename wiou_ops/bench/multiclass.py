@@ -10,7 +10,8 @@ the same process, interleaved (``harness.interleaved_times``), after warm-up:
   ``tf.function``.
 
 Also in the same run, for orientation: streaming read of the logits (the byte floor of
-one pass) and TensorFlow's own ``exp`` over them. Then the peak memory of each variant
+one pass), TensorFlow's own ``exp`` over them, and for float32 logits with uint8 ids the
+native loops alone with and without the IoU terms (the loops' two bounds, ``bounds``). Then the peak memory of each variant
 above its inputs, each in a fresh process (``memory.resident_peak``), against the size of
 the gradient. Writes multiclass.json and multiclass.md into --out. ``wiou-bench
 --multiclass`` runs it after the main report.
@@ -28,6 +29,11 @@ import numpy as np
 from wiou_ops.bench import harness
 
 DEFAULT_SIZES = ["8x512x512x6", "8x512x512x19"]
+# Rows timed for float32 logits with sparse uint8 ids: the native loops alone, with and
+# without the IoU terms (wiou_ops._kernels.native.multiclass_loops).
+LOOPS = "native loops alone: sums + gradient"
+LOOPS_WITHOUT_IOU = "the same loops without the IoU terms"
+ORIENTATION = ("read logits (byte floor)", "tf.exp of the logits", LOOPS, LOOPS_WITHOUT_IOU)
 # (logits dtype, labels): sparse uint8 ids, or one-hot float32.
 DEFAULT_CASES = [("float32", "sparse-uint8"), ("bfloat16", "sparse-uint8"),
                  ("float32", "onehot-float32")]
@@ -143,6 +149,12 @@ def run(args):
                 if native.stream_read(tf.ones([1])) is not None else tf.reduce_sum(x).numpy()
             exp_sum = tf.function(lambda x: tf.reduce_sum(tf.exp(x)))
             calls["tf.exp of the logits"] = lambda x=as_float: exp_sum(x).numpy()
+            if (pred_dtype, labels) == ("float32", "sparse-uint8") and \
+                    native.multiclass_loops(y_true[:1], logits[:1]) is not None:
+                for name, iou_terms in ((LOOPS, True), (LOOPS_WITHOUT_IOU, False)):
+                    loops = tf.function(lambda t, z, iou_terms=iou_terms:
+                                        native.multiclass_loops(t, z, iou_terms)[0, 0, 0, 0])
+                    calls[name] = lambda fn=loops: fn(y_true, logits).numpy()
             label = f"{'x'.join(map(str, shape))} {pred_dtype} logits, {labels}"
             print(f"[wiou-bench multiclass] {label}: {len(calls)} x {args.rounds} rounds",
                   file=sys.stderr, flush=True)
@@ -175,9 +187,10 @@ def markdown(results):
         f"TensorFlow {results['tensorflow']}, Keras {results['keras']}, {results['timestamp']}.",
         f"Median ms (p20-p80) over {results['rounds']} interleaved rounds; speed-up = naive "
         "median / variant median (bootstrap 95 % interval over paired rounds). Naive: "
-        "softmax, one_hot, per-class sums, autodiff in keras.ops. The last two rows are "
-        "orientation, timed in the same rounds: one streaming read of the logits as float32 "
-        "(the byte floor of one pass) and TensorFlow's exp over them.",
+        "softmax, one_hot, per-class sums, autodiff in keras.ops. The rows below the "
+        "variants are orientation, timed in the same rounds: one streaming read of the "
+        "logits as float32 (the byte floor of one pass), TensorFlow's exp over them, and "
+        "(float32 logits, uint8 ids) the native loops alone, with and without the IoU terms.",
         "",
     ]
     for case in results["cases"]:
@@ -192,7 +205,7 @@ def markdown(results):
         for name, stats in case["variants"].items():
             cells = [harness.speedup_text(base, stats["samples_s"]),
                      harness.speedup_text(jit, stats["samples_s"])]
-            if name.startswith(("read", "tf.exp")):
+            if name in ORIENTATION:
                 cells = ["", ""]
             if memory:
                 peak = stats.get("peak_bytes")
@@ -201,7 +214,38 @@ def markdown(results):
             lines.append(f"| {name} | {stats['median_ms']:.1f} ({stats['p20_ms']:.1f}-"
                          f"{stats['p80_ms']:.1f}) | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += bounds(case)
     return "\n".join(lines)
+
+
+def bounds(case):
+    """Lines on the two bounds of the native loops: the byte floor of forward+backward
+    (read logits and ids in each pass, write the gradient; writes priced as reads, at the
+    fastest read of the logits in this run) and the same loops without the IoU terms."""
+    variants = case["variants"]
+    if LOOPS not in variants or LOOPS_WITHOUT_IOU not in variants:
+        return []
+    pixels = int(np.prod(case["shape"][:-1]))
+    logits_bytes = pixels * case["shape"][-1] * 4
+    read_s = min(variants["read logits (byte floor)"]["samples_s"])
+    floor_ms = 1e3 * read_s * (3 * logits_bytes + 2 * pixels) / logits_bytes
+    loops = variants[LOOPS]
+    without = variants[LOOPS_WITHOUT_IOU]
+    bound = "compute" if without["median_ms"] >= 1.5 * floor_ms else "bytes"
+    return [
+        f"Bounds of the native loops (forward+backward): byte floor {floor_ms:.1f} ms "
+        f"({(3 * logits_bytes + 2 * pixels) / 1e6:.3g} MB at {logits_bytes / read_s / 1e9:.3g} "
+        f"GB/s, the fastest read of the logits above); the loops alone take "
+        f"{loops['median_ms']:.1f} ms ({loops['median_ms'] / floor_ms:.2f}x the floor), the "
+        f"same loops without the IoU terms {without['median_ms']:.1f} ms "
+        f"({without['median_ms'] / floor_ms:.2f}x the floor): the loss's loops take "
+        f"{harness.speedup_text(loops['samples_s'], without['samples_s'])} "
+        f"the time of the loops without the IoU terms. Bound: "
+        + ("compute (exp; the loops without the IoU terms are already over 1.5x the byte "
+           "floor)." if bound == "compute" else "bytes (the loops without the IoU terms are "
+                                                 "within 1.5x the byte floor)."),
+        "",
+    ]
 
 
 def main(argv=None):
