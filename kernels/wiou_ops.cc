@@ -429,6 +429,9 @@ class StreamReadOp : public OpKernel {
 };
 REGISTER_KERNEL_BUILDER(Name("WiouStreamRead").Device(DEVICE_CPU), StreamReadOp);
 
+// Work per multi-class pixel block for the thread pool's cost model (cycles, roughly).
+int64_t MultiClassBlockCost(int64_t classes) { return wiou::kPixelBlock * classes * 8; }
+
 // The multi-class attributes as the math's parameters, and the inputs' layout.
 class MultiClassOpBase : public OpKernel {
  public:
@@ -484,9 +487,6 @@ class MultiClassOpBase : public OpKernel {
     return absl::OkStatus();
   }
 
-  // Work per pixel block for the thread pool's cost model (cycles, roughly).
-  static int64_t BlockCost(int64_t classes) { return wiou::kPixelBlock * classes * 8; }
-
   wiou::MultiClassParams params_;
   bool per_image_ = false;
 };
@@ -514,7 +514,7 @@ class MultiClassSumsOp : public MultiClassOpBase {
     };
     if (blocks > 1) {
       ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-          blocks, BlockCost(classes), work);
+          blocks, MultiClassBlockCost(classes), work);
     } else {
       work(0, blocks);
     }
@@ -550,7 +550,7 @@ class MultiClassSumsGradOp : public MultiClassOpBase {
     };
     if (blocks > 1) {
       ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-          blocks, BlockCost(classes), work);
+          blocks, MultiClassBlockCost(classes), work);
     } else {
       work(0, blocks);
     }
@@ -585,7 +585,7 @@ class MultiClassWithoutIouOp : public OpKernel {
     if (!ctx->status().ok()) return;
     float* p = out.flat<float>().data();
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    const int64_t cost = wiou::kPixelBlock * params.classes * 8;
+    const int64_t cost = MultiClassBlockCost(params.classes);
     workers->ParallelFor(blocks, cost, [&](int64_t first, int64_t last) {
       wiou::multiclass_sums_blocks_without_iou(ids, x, pixels, params, first, last,
                                                partials.data());
