@@ -59,13 +59,8 @@ void multiclass_gradient_without_iou(const uint8_t* labels, const float* x,
 void mul_add_floats(const float* a, const float* b, const float* c, int64_t n, float* out) {
   for (int64_t i = 0; i < n; i += kLanes) {
     const int count = n - i < kLanes ? static_cast<int>(n - i) : kLanes;
-    float lanes[3][kLanes] = {};
-    for (int k = 0; k < count; ++k) {
-      lanes[0][k] = a[i + k];
-      lanes[1][k] = b[i + k];
-      lanes[2][k] = c[i + k];
-    }
-    const vfloat r = mul_add(load_floats(lanes[0]), load_floats(lanes[1]), load_floats(lanes[2]));
+    const vfloat r =
+        mul_add(load_partial(a + i, count), load_partial(b + i, count), load_partial(c + i, count));
     std::memcpy(out + i, &r, sizeof(float) * count);
   }
 }
