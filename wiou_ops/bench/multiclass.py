@@ -11,9 +11,9 @@ the same process, interleaved (``harness.interleaved_times``), after warm-up:
 
 Also in the same run, for orientation: streaming read of the logits (the byte floor of
 one pass), TensorFlow's own ``exp`` over them, and for float32 logits with uint8 ids the
-native loops alone with and without the IoU terms (the loops' two bounds, ``bounds``). Then the peak memory of each variant
-above its inputs, each in a fresh process (``memory.resident_peak``), against the size of
-the gradient. Writes multiclass.json and multiclass.md into --out. ``wiou-bench
+native loops alone with and without the IoU terms (the loops' two bounds, ``bounds``).
+Then the peak memory of each variant above its inputs, each in a fresh process
+(``memory.resident_peak``), against the size of the gradient. Writes multiclass.json and multiclass.md into --out. ``wiou-bench
 --multiclass`` runs it after the main report.
 """
 
@@ -150,7 +150,7 @@ def run(args):
             exp_sum = tf.function(lambda x: tf.reduce_sum(tf.exp(x)))
             calls["tf.exp of the logits"] = lambda x=as_float: exp_sum(x).numpy()
             if (pred_dtype, labels) == ("float32", "sparse-uint8") and \
-                    native.multiclass_loops(y_true[:1], logits[:1]) is not None:
+                    native.MULTICLASS_NATIVE is not None:
                 for name, iou_terms in ((LOOPS, True), (LOOPS_WITHOUT_IOU, False)):
                     loops = tf.function(lambda t, z, iou_terms=iou_terms:
                                         native.multiclass_loops(t, z, iou_terms)[0, 0, 0, 0])
@@ -228,13 +228,14 @@ def bounds(case):
     pixels = int(np.prod(case["shape"][:-1]))
     logits_bytes = pixels * case["shape"][-1] * 4
     read_s = min(variants["read logits (byte floor)"]["samples_s"])
-    floor_ms = 1e3 * read_s * (3 * logits_bytes + 2 * pixels) / logits_bytes
+    floor_bytes = 3 * logits_bytes + 2 * pixels
+    floor_ms = 1e3 * read_s * floor_bytes / logits_bytes
     loops = variants[LOOPS]
     without = variants[LOOPS_WITHOUT_IOU]
     bound = "compute" if without["median_ms"] >= 1.5 * floor_ms else "bytes"
     return [
         f"Bounds of the native loops (forward+backward): byte floor {floor_ms:.1f} ms "
-        f"({(3 * logits_bytes + 2 * pixels) / 1e6:.3g} MB at {logits_bytes / read_s / 1e9:.3g} "
+        f"({floor_bytes / 1e6:.3g} MB at {logits_bytes / read_s / 1e9:.3g} "
         f"GB/s, the fastest read of the logits above); the loops alone take "
         f"{loops['median_ms']:.1f} ms ({loops['median_ms'] / floor_ms:.2f}x the floor), the "
         f"same loops without the IoU terms {without['median_ms']:.1f} ms "
