@@ -23,6 +23,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = [(1, 1, 1, 1), (5, 123, 123, 1), (2, 3, 257, 257)]
 
 
+@pytest.fixture(params=["rows", "native"])
+def layout(request, monkeypatch):
+    """Both layouts of the kernel on this CPU: "rows" (XLA:CPU's own, blocked sums) and
+    "native" (TPU and GPU: the inputs' own shape, staged sums), the latter by lowering
+    the native branch for CPU. Caches are cleared so that no trace of the other layout
+    is reused."""
+    jax.clear_caches()
+    if request.param == "native":
+        monkeypatch.setattr(jax_kernel, "ROW_PLATFORMS", ())
+    yield request.param
+    jax.clear_caches()
+
+
 def _inputs(shape, case, pred_dtype, true_dtype):
     y_true, y_pred = helpers.make_inputs(shape, case, pred_dtype, true_dtype)
     return jnp.asarray(y_true.numpy()), jnp.asarray(y_pred.numpy())
@@ -31,7 +44,7 @@ def _inputs(shape, case, pred_dtype, true_dtype):
 @pytest.mark.parametrize("pred_dtype", helpers.PRED_DTYPES)
 @pytest.mark.parametrize("case", ["random", "empty", "full", "saturated"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_value_and_gradient_match_float64_oracle(shape, case, pred_dtype):
+def test_value_and_gradient_match_float64_oracle(shape, case, pred_dtype, layout):
     y_true, y_pred = _inputs(shape, case, pred_dtype, "float32")
     n = int(np.prod(shape))
     upstream = 1.3 * helpers.upstream_scale(pred_dtype, n)
@@ -77,7 +90,7 @@ def test_sum_reduction_and_errors():
                          ids=lambda o: "per_image={}-logits={}-log={}".format(*o))
 @pytest.mark.parametrize("pred_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("weighting", ["seed", "pixel", "class"])
-def test_every_mode_matches_float64_oracle(weighting, pred_dtype, options):
+def test_every_mode_matches_float64_oracle(weighting, pred_dtype, options, layout):
     from tests.test_modes import WEIGHTS, mode_inputs
     from wiou_ops import jax as wiou_jax
 
@@ -118,7 +131,8 @@ def test_plain_function_errors_name_the_argument():
         wiou_jax.weighted_iou_loss(y_true, y_pred, reduction="none")
 
 
-def test_sharded_equals_unsharded_on_8_devices():
+@pytest.mark.parametrize("layout_name", ["rows", "native"])
+def test_sharded_equals_unsharded_on_8_devices(layout_name):
     code = """
         import os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
@@ -128,7 +142,11 @@ def test_sharded_equals_unsharded_on_8_devices():
             from jax import shard_map
         except ImportError:
             from jax.experimental.shard_map import shard_map
+        import sys
         from wiou_ops import jax as wiou_jax
+        from wiou_ops._kernels import jax as jax_kernel
+        if sys.argv[1] == "native":  # the TPU/GPU layout, lowered for this CPU
+            jax_kernel.ROW_PLATFORMS = ()
         assert len(jax.devices()) == 8
         mesh = jax.make_mesh((8,), ("batch",))
         rng = np.random.default_rng(0)
@@ -162,7 +180,7 @@ def test_sharded_equals_unsharded_on_8_devices():
             worst[1] = max(worst[1], float(jnp.max(jnp.abs(g1 - g2)) / jnp.max(jnp.abs(g1))))
         print(*worst)
     """
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), layout_name], cwd=ROOT,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -190,7 +208,7 @@ def _both_backwards(loss, y_pred):
                                                      ("class", True, True)])
 @pytest.mark.parametrize("case", ["random", "empty", "saturated"])
 def test_label_code_backward_equals_the_y_p_backward(case, weighting, per_image, log,
-                                                     pred_dtype, labels):
+                                                     pred_dtype, labels, layout):
     shape = (3, 29, 31, 1)
     y_true, y_pred = _inputs(shape, case, pred_dtype, "float32")
     if labels in ("uint8", "bool"):
@@ -220,26 +238,27 @@ def test_label_codes_say_what_the_backward_needs():
     eps = np.float32(1e-7)
     y = jnp.asarray([[0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.0, 1.0]])
     p = jnp.asarray([[0.3, 0.3, 0.0, 1.0, 0.3, 1.0, eps, 1 - eps]], jnp.float32)
-    codes, any_soft = jax_kernel._label_codes(y, p, spec, jnp.float32)
+    codes, any_soft = jax_kernel._label_codes(y, p, spec)
     assert codes.dtype == jnp.uint8
     np.testing.assert_array_equal(np.asarray(codes), [[1, 2, 0, 0, 3, 0, 1, 2]])
     assert bool(any_soft)
     # A soft label whose prediction is clipped has zero gradient: no need for y and p.
-    codes, any_soft = jax_kernel._label_codes(y[:, 5:], p[:, 5:], spec, jnp.float32)
+    codes, any_soft = jax_kernel._label_codes(y[:, 5:], p[:, 5:], spec)
     assert not bool(any_soft)
     # Logits and weight maps always take the y/p backward (their gradient varies per pixel).
-    assert jax_kernel.uses_label_codes(spec, None, "label_codes")
-    assert not jax_kernel.uses_label_codes(spec, jnp.ones((1, 8)), "label_codes")
-    assert not jax_kernel.uses_label_codes(_iou.SumsSpec(from_logits=True), None, "label_codes")
-    assert not jax_kernel.uses_label_codes(spec, None, "inputs")
-    # "auto": by platform (this CPU takes the y/p backward).
-    assert jax_kernel.uses_label_codes(spec, None) == (
-        jax.default_backend() in jax_kernel.LABEL_CODE_PLATFORMS)
+    everywhere = ("cpu", "tpu", "cuda", "rocm")
+    assert jax_kernel.code_platforms(spec, None, "label_codes") == everywhere
+    assert jax_kernel.code_platforms(spec, jnp.ones((1, 8)), "label_codes") == ()
+    assert jax_kernel.code_platforms(_iou.SumsSpec(from_logits=True), None,
+                                     "label_codes") == ()
+    assert jax_kernel.code_platforms(spec, None, "inputs") == ()
+    # "auto": the platforms where the codes pay (none: benchmarks/results/aot/).
+    assert jax_kernel.code_platforms(spec, None) == jax_kernel.CODE_PLATFORMS
     with pytest.raises(ValueError, match="backward"):
-        jax_kernel.uses_label_codes(spec, None, "codes")
+        jax_kernel.code_platforms(spec, None, "codes")
 
 
-def test_label_code_backward_against_float64_oracle():
+def test_label_code_backward_against_float64_oracle(layout):
     y_true, y_pred = _inputs((5, 123, 123, 1), "random", "float32", "uint8")
 
     def loss(p):
@@ -288,3 +307,50 @@ def test_plain_jax_api_imports_without_keras_or_tensorflow():
     inter, union = 0.7 + 0.9, 0.2 + 1.0 + 1.0 + 0.4  # y·p and y + p - y·p summed
     want = -np.log((inter + 1e-7) / (union + 1e-7))
     assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-6)
+
+
+def test_native_layout_keeps_the_inputs_shape(layout):
+    """What the layout fixture runs: the rows layout views the input as blocks of 32
+    behind barriers; the native one sums over the input's own axes, no reshape of it."""
+    y_true, y_pred = _inputs((4, 64, 64, 1), "random", "bfloat16", "uint8")
+    text = jax.jit(jax.grad(lambda p: wiou_jax.weighted_iou_loss(y_true, p))).lower(
+        y_pred).as_text()
+    blocks = "x32x" in text  # the (G, n/32, 32) view of the rows layout
+    assert blocks == (layout == "rows")
+
+
+@pytest.mark.parametrize("shape,axes", [((3, 5, 7), (0, 1, 2)), ((1, 2**31), (0, 1)),
+                                        ((128, 512, 512, 1), (0, 1, 2, 3)),
+                                        ((8, 512, 512, 19), (0, 1, 2)),
+                                        ((4, 512, 512, 1), (1, 2, 3)), ((2**17 + 1,), (0,))])
+def test_reduction_stages_bound_the_chain(shape, axes):
+    """Every stage adds at most SUM_CHAIN_LIMIT numbers into one output (an axis split
+    where one alone is longer), and the stages sum every element exactly once."""
+    steps = _iou.reduction_stages(shape, axes)
+    assert _iou.chain_bound(shape, steps) <= _iou.SUM_CHAIN_LIMIT
+    reduced = 1
+    for a in axes:
+        reduced *= shape[a]
+    counted = shape
+    for step in steps:  # replay on the shape: the product reduced must equal the original
+        if step[0] == "split":
+            _, axis, k = step
+            assert counted[axis] % k == 0
+            counted = counted[:axis] + (counted[axis] // k, k) + counted[axis + 1:]
+        else:
+            counted = tuple(n for a, n in enumerate(counted) if a not in step[1])
+    kept = 1
+    for n in counted:
+        kept *= n
+    total = 1
+    for n in shape:
+        total *= n
+    assert kept * reduced == total
+
+
+def test_staged_sum_is_accurate_in_float32():
+    """The staged sums in float32 against float64, at 2^22 elements of one group."""
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 1024, 1024), np.float32)
+    got = jax.jit(lambda v: jax_kernel.staged_sum(v, (0, 1, 2)))(jnp.asarray(x))
+    assert abs(float(got) - x.astype(np.float64).sum()) <= 1e-6 * x.astype(np.float64).sum()

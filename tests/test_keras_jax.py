@@ -63,7 +63,7 @@ out["fit_max_diff"] = keras_fit.max_abs_diff(*trained)
 out["fit_moved"] = keras_fit.max_abs_diff(trained[0], init)
 # The GPU/TPU backward from label codes, forced on here: model.fit must give the same bits.
 from wiou_ops._kernels import jax as jax_kernel
-jax_kernel.LABEL_CODE_PLATFORMS = (jax.default_backend(),)
+jax_kernel.CODE_PLATFORMS = ("cpu",)
 codes = keras_fit.fit(wiou_ops.WeightedIoULoss(0.5, 1.5), init, x, t)[1]
 out["codes_fit_max_diff"] = keras_fit.max_abs_diff(codes, trained[1])
 print(json.dumps(out))

@@ -44,6 +44,12 @@ import dataclasses
 SUM_BLOCK = 32
 SUM_LEVELS = 4
 
+# Staged sums on TPU and GPU (``reduction_stages``): no stage adds more than SUM_CHAIN_LIMIT
+# numbers into one output, whatever the input's size, and no stage reshapes or copies the
+# input (a TPU array is tiled in (8, 128) blocks of its two minor axes, so viewing it as
+# (G, -1, 32) is a relayout copy, padded to 128 lanes).
+SUM_CHAIN_LIMIT = 2**16
+
 # Rows: the terms of each weighting, in the order of the sums' columns.
 TERMS = {
     "seed": ("y*p", "y+p-y*p", "y"),
@@ -222,3 +228,75 @@ def label_codes(y, x, spec, where):
     gradient needs y and p). ``where``: the backend's elementwise select."""
     label = where(y == 0, CODE_BACKGROUND, where(y == 1, CODE_FOREGROUND, CODE_SOFT))
     return where(clip_passes(x, spec), label, CODE_CLIPPED)
+
+
+def reduction_stages(shape, axes, limit=SUM_CHAIN_LIMIT):
+    """How to sum an array of static ``shape`` over ``axes`` so that no output adds more
+    than ``limit`` numbers in one stage: a list of steps, each ``("sum", axes)`` (sum over
+    those axes of the current array) or ``("split", axis, k)`` (view that axis of n as
+    (n/k, k)).
+
+    Each sum stage takes the set of remaining axes with the largest product <= ``limit``
+    (ranks are small: every subset is tried; size-1 axes go along). Where that leaves room,
+    the outermost other axis is split so that the stage reaches ``limit`` (splitting an
+    outer axis is free on TPU, whose tiles cover the two minor axes only). The first stage,
+    the one that reads the input, so reduces all it may and leaves few partial sums. An axis
+    longer than ``limit`` with no divisor in [2, limit] is summed whole. ``chain_bound``
+    gives the longest chain the stages allow.
+    """
+    shape = list(shape)
+    axes = sorted({a % len(shape) for a in axes}) if shape else []
+    steps = []
+    while axes:
+        best, best_size = (), 1
+        for mask in range(1, 1 << len(axes)):
+            subset = tuple(a for i, a in enumerate(axes) if mask >> i & 1)
+            size = _product(shape[a] for a in subset)
+            # Ties go to more axes, then to inner ones, so that a split falls on an outer axis.
+            if size <= limit and (size, len(subset), sum(subset)) > (
+                    best_size, len(best), sum(best)):
+                best, best_size = subset, size
+        split = None
+        for axis in axes:  # outermost first
+            if axis in best:
+                continue
+            k = max((d for d in range(2, limit // best_size + 1) if shape[axis] % d == 0),
+                    default=1)
+            if k > 1:
+                split = axis, k
+                break
+        if split is not None:
+            axis, k = split
+            steps.append(("split", axis, k))
+            shape[axis:axis + 1] = [shape[axis] // k, k]
+            renumber = [a + (a > axis) for a in axes]
+            axes = sorted(renumber + [axis + 1])
+            best = tuple(sorted([a + (a > axis) for a in best] + [axis + 1]))
+        elif not best:  # a length > limit with no divisor in [2, limit]: summed whole
+            best = (axes[0],)
+        steps.append(("sum", best))
+        shape = [n for a, n in enumerate(shape) if a not in best]
+        axes = [a - sum(b < a for b in best) for a in axes if a not in best]
+    return steps
+
+
+def _product(sizes):
+    total = 1
+    for size in sizes:
+        total *= size
+    return total
+
+
+def chain_bound(shape, steps):
+    """The most numbers any one stage of ``steps`` (``reduction_stages``) adds into one
+    output: an upper bound on the longest float32 addition chain, whatever order the
+    compiler's reduction emitter adds them in."""
+    shape, longest = list(shape), 1
+    for step in steps:
+        if step[0] == "split":
+            _, axis, k = step
+            shape[axis:axis + 1] = [shape[axis] // k, k]
+            continue
+        longest = max(longest, _product(shape[a] for a in step[1]))
+        shape = [n for a, n in enumerate(shape) if a not in step[1]]
+    return longest

@@ -87,21 +87,23 @@ class MultiClassSpec:
         return tuple(weights)
 
 
-def label_indicator(labels, spec, dtype, xp):
+def label_indicator(labels, spec, dtype, xp, id_dtype="int32"):
     """y (G, n, C) in ``dtype``: dense labels as they are; sparse ids (G, n) compared with
-    every class id (under XLA the comparison fuses into the sums: no one-hot tensor)."""
+    every class id (under XLA the comparison fuses into the sums: no one-hot tensor).
+    ``id_dtype``: the integer type the ids are compared in (the labels' own, where every
+    class id fits in it, spares a converted copy of them)."""
     if not spec.sparse:
         return xp.cast(labels, dtype)
-    ids = xp.cast(labels, "int32")[..., None]
-    return xp.cast(ids == xp.arange(spec.num_classes, dtype="int32"), dtype)
+    ids = xp.cast(labels, id_dtype)[..., None]
+    return xp.cast(ids == xp.arange(spec.num_classes, dtype=id_dtype), dtype)
 
 
-def pixel_weight(labels, weight_map, spec, dtype, xp):
+def pixel_weight(labels, weight_map, spec, dtype, xp, id_dtype="int32"):
     """s (G, n): the weight map (or None for 1) times 0 on ``ignore_class`` pixels."""
     if spec.ignore_class is None:
         return weight_map
     if spec.sparse:
-        keep = xp.cast(xp.cast(labels, "int32") != spec.ignore_class, dtype)
+        keep = xp.cast(xp.cast(labels, id_dtype) != spec.ignore_class, dtype)
     else:
         keep = 1.0 - xp.cast(labels[..., spec.ignore_class], dtype)
     return keep if weight_map is None else weight_map * keep
@@ -125,8 +127,10 @@ def sums_terms(y, p, s):
 
 
 def input_gradient(coef, y, x, s, spec, xp):
-    """The VJP of the sums w.r.t. x (G, n, C), from coef (G, C, 2) = (∂/∂I, ∂/∂P)."""
-    g = coef[:, None, :, 0] * y + coef[:, None, :, 1]
+    """The VJP of the sums w.r.t. x, from coef (G, C, 2) = (∂/∂I, ∂/∂P): x and y of shape
+    (G, n, C), or in their own shape (B, ..., C) with G = B or 1."""
+    per_class = (slice(None),) + (None,) * (len(y.shape) - 2) + (slice(None),)
+    g = coef[per_class + (0,)] * y + coef[per_class + (1,)]
     if s is not None:
         g = g * s[..., None]
     if spec.activation == "softmax":

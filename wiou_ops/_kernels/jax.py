@@ -7,10 +7,19 @@ JAX alone can use and benchmark it. The same sums and VJP as the TensorFlow kern
     sums_g = Σ_{i in group g} terms(y_i, p̂_i, m_i)        one fused pass
     ∂/∂p_i = m_i·(a_g·y_i + b_g·(1 - y_i))·dp̂_i           one elementwise pass
 
-On GPU/TPU, with hard labels and no weight map or logits, the forward also
-writes a 1-byte code per pixel and the backward reads it instead of y and p
-(``_label_codes``): fewer bytes than reading the inputs twice. ``backward``
-chooses explicitly (benchmarks time both).
+Every function here is written once per layout, and ``lax.platform_dependent`` picks
+the layout for the platform the program is lowered for (never the host's default
+backend, so a program exported or compiled ahead of time for TPU from a CPU host gets
+the TPU code):
+
+* XLA:CPU (``cpu``): inputs viewed as (G, n) rows and summed in levels of 32
+  (``row_sums``; a row-major reshape is free there).
+* TPU and GPU (``default``): inputs kept in their own shape and layout (a TPU array is
+  tiled over its two minor axes, so a (G, n) view is a relayout copy), summed over their
+  own axes in stages of at most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``); with
+  hard labels and no weight map or logits the forward also writes a 1-byte code per
+  element and the backward reads it instead of y and p (``_label_codes``).
+  ``backward`` chooses explicitly (benchmarks time both).
 
 With ``axis_name`` the sums are ``psum``-ed over that named axis
 (``shard_map``/``pmap``), so every shard sees the global IoU and its gradient
@@ -40,13 +49,23 @@ JAX_OPS = types.SimpleNamespace(clip=jnp.clip, sigmoid=jax.nn.sigmoid, where=jnp
 BACKWARDS = ("auto", "label_codes", "inputs")
 
 _BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
-_PLAIN_SUM_PLATFORMS = ("gpu",)  # where XLA's own reduction is accurate (see row_sums)
-# Where the backward reads 1-byte label codes instead of y and p (_label_codes). Not on
-# XLA:CPU: it computes the codes in loops of their own, which re-read y and p (slower; the
-# jax-cpu report times both backwards). On GPU and TPU, sibling multi-output fusion writes
-# them from the sums' own pass: 14 instead of 20 bytes per float32 pixel (a byte count; the
-# GPU benchmark, benchmarks/gpu_jax_bench.py, times both backwards in one run).
-LABEL_CODE_PLATFORMS = ("gpu", "tpu")
+# The platforms (``lax.platform_dependent`` names) that take the (G, n) rows and blocked
+# sums; every other one takes the native layout and staged sums.
+ROW_PLATFORMS = ("cpu",)
+# Where backward="auto" runs from label codes. Not on XLA:CPU: it computes the codes in
+# loops of their own, which re-read y and p (the jax-cpu report times both backwards).
+# Not on TPU: XLA:TPU does not fuse the codes' full-size output into the sums' reduction,
+# so they cost a third pass over y and p (twice the naive formula's bytes, counted in
+# benchmarks/results/aot/). On GPU sibling multi-output fusion writes them from the sums'
+# own pass: 14 instead of 20 bytes per float32 pixel.
+CODE_PLATFORMS = ()
+_PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
+
+
+def on_platform(args, rows, native):
+    """``rows(*args)`` when lowered for XLA:CPU, else ``native(*args)``: chosen at lowering
+    (``lax.platform_dependent``), so the compiler only ever sees one of them."""
+    return lax.platform_dependent(*args, **{p: rows for p in ROW_PLATFORMS}, default=native)
 
 
 def _accumulation_dtype(pred_dtype):
@@ -54,20 +73,20 @@ def _accumulation_dtype(pred_dtype):
 
 
 def row_sums(x):
-    """Row sums (over axis 1) of a (G, n) or (G, n, C) array in levels of ``_BLOCK``
-    partial sums (accurate in float32).
+    """Row sums (over axis 1) of a (G, n) or (G, n, C) array, accurate in float32:
+    ``blocked_row_sums`` on XLA:CPU, ``staged_sum`` elsewhere."""
+    return on_platform((x,), blocked_row_sums, lambda v: staged_sum(v, (1,)))
+
+
+def blocked_row_sums(x):
+    """Row sums (over axis 1) in levels of ``_BLOCK`` partial sums (XLA:CPU).
 
     XLA:CPU's own float32 reduction is not accurate for every shape (a full
     reduction of a 4-D map was 3.6e-5 off at 4e5 elements), and XLA folds
     nested reductions back into one, so each level passes through an
     optimization barrier. Blocks of ``_BLOCK`` (see ``_iou.SUM_BLOCK``) keep the
-    terms fused into the first level on CPU. XLA:GPU reduces in a tree already:
-    on an H200 at 2.7e8 elements a plain sum was within 4.5e-8 of float64 and the
-    barriers only cost time (benchmarks/results/gpu-nvidia-h200/), so GPUs take
-    the plain sum.
+    terms fused into the first level on CPU.
     """
-    if jax.default_backend() in _PLAIN_SUM_PLATFORMS:
-        return x.sum(axis=1)
     tails = 0.0  # each level's ragged end, summed apart (padding would copy the input)
     for _ in range(_LEVELS):
         length = x.shape[1]
@@ -80,6 +99,26 @@ def row_sums(x):
         x = lax.optimization_barrier(
             x.reshape(x.shape[0], -1, _BLOCK, *x.shape[2:]).sum(axis=2))
     return x.sum(axis=1) + tails
+
+
+def staged_sum(x, axes):
+    """x summed over ``axes`` in the stages of ``_iou.reduction_stages`` (TPU, GPU).
+
+    No stage adds more than ``_iou.SUM_CHAIN_LIMIT`` numbers into one output; the
+    partial sums pass through an optimization barrier, since XLA folds a reduction of a
+    reduction back into one. The first stage reads the input in its own layout (only
+    outer axes are ever split) and the elementwise terms fuse into it.
+    """
+    steps = _iou.reduction_stages(x.shape, axes)
+    for index, step in enumerate(steps):
+        if step[0] == "split":
+            _, axis, k = step
+            x = x.reshape(*x.shape[:axis], x.shape[axis] // k, k, *x.shape[axis + 1:])
+            continue
+        x = x.sum(axis=step[1])
+        if index < len(steps) - 1:
+            x = lax.optimization_barrier(x)
+    return x
 
 
 def _as_groups(x, spec, dtype):
@@ -96,8 +135,43 @@ def _grouped(y_true, y_pred, weights, spec):
 
 
 def _local_sums(y_true, y_pred, weights, spec):
+    """The (G, K) sums of this shard: rows on XLA:CPU, the native layout elsewhere."""
+    return on_platform((y_true, y_pred, weights),
+                       functools.partial(_row_local_sums, spec=spec),
+                       functools.partial(_native_local_sums, spec=spec))
+
+
+def _row_local_sums(y_true, y_pred, weights, spec):
     y, x, m = _grouped(y_true, y_pred, weights, spec)
-    return jnp.stack([row_sums(t) for t in _iou.sums_terms(y, x, m, spec, JAX_OPS)], axis=1)
+    return jnp.stack([blocked_row_sums(t) for t in _iou.sums_terms(y, x, m, spec, JAX_OPS)],
+                     axis=1)
+
+
+def _group_axes(ndim, per_image, keep_last=False):
+    """The axes one group's sum runs over: all, or all but the batch axis (``per_image``);
+    ``keep_last`` keeps the class axis too."""
+    return tuple(range(1 if per_image else 0, ndim - (1 if keep_last else 0)))
+
+
+def _native(y_true, y_pred, weights, spec):
+    """(y, x, m) in the inputs' own shape and the accumulation dtype; m None for m = 1."""
+    acc = _accumulation_dtype(y_pred.dtype)
+    y = y_true.astype(acc)
+    weight_map = None if weights is None else weights.astype(acc)
+    return y, y_pred.astype(acc), _iou.element_weight(y, weight_map, spec)
+
+
+def _native_local_sums(y_true, y_pred, weights, spec):
+    y, x, m = _native(y_true, y_pred, weights, spec)
+    terms = _iou.sums_terms(y, x, m, spec, JAX_OPS)
+    if spec.weighting == "seed":
+        # Σ y reads y alone, and XLA:TPU then gives it a pass over y of its own (1.2x the
+        # naive formula's bytes with float32 labels). Counting y where the prediction is
+        # a number ties it to y_pred, so the three sums share one pass; a NaN prediction
+        # makes I and U, hence the loss, NaN in either case.
+        terms[2] = jnp.where(x == x, terms[2], 0.0)
+    axes = _group_axes(y.ndim, spec.per_image)
+    return jnp.stack([staged_sum(t, axes).reshape(-1) for t in terms], axis=1)
 
 
 def _global_sums(sums, spec, axis_name):
@@ -121,27 +195,40 @@ def iou_sums(y_true, y_pred, weights, spec, axis_name=None, backward="auto",
     """The (G, K) sums of ``spec`` (``_iou.SumsSpec``); hand-written VJP w.r.t. y_pred.
 
     ``weights``: a weight map of y's shape, or None. Labels and weights get a zero
-    cotangent (they are data). ``backward``: "auto" (from label codes on
-    ``LABEL_CODE_PLATFORMS``, else from y and p), "label_codes" or "inputs"; the codes
-    apply only without logits and weight map. ``codes_forward``: a function
-    ``(y, x, spec) -> (sums, codes, any soft label)`` on grouped inputs that computes
-    the forward and the codes in one kernel (``wiou_ops.experimental.pallas``; it returns
-    None where it does not apply), or None for XLA's fusion.
+    cotangent (they are data). ``backward``: "auto" (from label codes on TPU and GPU,
+    from y and p on XLA:CPU), "label_codes" or "inputs"; the codes apply only without
+    logits and weight map. ``codes_forward``: a function ``(y, x, spec) -> (sums, codes,
+    any soft label)`` on grouped inputs that computes the forward and the codes in one
+    kernel (``wiou_ops.experimental.pallas``; it returns None where it does not apply),
+    or None for XLA's fusion.
     """
     return _global_sums(_local_sums(y_true, y_pred, weights, spec), spec, axis_name)
 
 
-def uses_label_codes(spec, weights, backward="auto"):
-    """Whether the backward runs from 1-byte label codes instead of y and p."""
+def code_platforms(spec, weights, backward="auto"):
+    """The platforms (``lax.platform_dependent`` names) whose backward runs from 1-byte
+    label codes instead of y and p."""
     if backward not in BACKWARDS:
         raise ValueError(f"backward={backward!r}; expected one of {BACKWARDS}.")
     if spec.from_logits or weights is not None or backward == "inputs":
-        return False
-    return backward == "label_codes" or jax.default_backend() in LABEL_CODE_PLATFORMS
+        return ()
+    return _PLATFORMS if backward == "label_codes" else CODE_PLATFORMS
 
 
-def _label_codes(y_true, y_pred, spec, acc):
-    """One byte per pixel that holds all the backward needs when labels are hard (0/1).
+def _per_platform(args, branch):
+    """``branch(platform)(*args)`` for the platform lowered for: one traced branch per
+    distinct (layout, codes) pair."""
+    made = {}
+    for platform in _PLATFORMS:
+        made.setdefault(branch(platform), []).append(platform)
+    if len(made) == 1:
+        return next(iter(made))(*args)
+    return lax.platform_dependent(*args, **{p: fn for fn, ps in made.items() for p in ps})
+
+
+def _label_codes(y, x, spec):
+    """One byte per pixel that holds all the backward needs when labels are hard (0/1),
+    and whether any label is soft.
 
     Without logits or a weight map, ∂/∂p_i = 1[ε ≤ p_i ≤ 1-ε]·m(y_i)·(a·y_i + b·(1 - y_i))
     takes one of three values per group: 0 (clipped), the y = 0 value or the y = 1 value.
@@ -151,55 +238,91 @@ def _label_codes(y_true, y_pred, spec, acc):
     inside the clip range gets ``CODE_SOFT``; one of them sends the backward down the
     general path.
     """
-    codes = _iou.label_codes(_as_groups(y_true, spec, acc), _as_groups(y_pred, spec, acc),
-                             spec, jnp.where).astype(jnp.uint8)
+    codes = _iou.label_codes(y, x, spec, jnp.where).astype(jnp.uint8)
     return codes, jnp.any(codes == _iou.CODE_SOFT)
 
 
 def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name, backward, codes_forward):
-    codes = fused = None
-    label_codes = uses_label_codes(spec, weights, backward)
-    if label_codes and codes_forward is not None:
-        fused = codes_forward(_as_groups(y_true, spec, y_true.dtype),
-                              _as_groups(y_pred, spec, y_pred.dtype), spec)
-    if fused is not None:
-        sums, *codes = fused
-        codes = tuple(codes)  # (codes, any soft label), as _label_codes returns
-    else:
-        sums = _local_sums(y_true, y_pred, weights, spec)
-        if label_codes:
-            codes = _label_codes(y_true, y_pred, spec, _accumulation_dtype(y_pred.dtype))
+    with_codes = code_platforms(spec, weights, backward)
+
+    @functools.cache
+    def forward(rows, codes):
+        def run(y_true, y_pred, weights):
+            sums_fn = _row_local_sums if rows else _native_local_sums
+            if not codes:
+                sums = sums_fn(y_true, y_pred, weights, spec)
+                if not with_codes:
+                    return sums, None
+                # Never read where this platform's backward takes y and p, so XLA drops
+                # it; platform_dependent needs every branch to return the same types.
+                # zeros_like: under shard_map it varies over the same axes as y_pred.
+                dummy = jnp.zeros_like(y_pred, jnp.uint8)
+                return sums, (dummy, jnp.ones_like(dummy, jnp.bool_, shape=()))
+            fused = None
+            if codes_forward is not None:
+                fused = codes_forward(_as_groups(y_true, spec, y_true.dtype),
+                                      _as_groups(y_pred, spec, y_pred.dtype), spec)
+            if fused is None:
+                acc = _accumulation_dtype(y_pred.dtype)
+                y, x = ((_as_groups(y_true, spec, acc), _as_groups(y_pred, spec, acc))
+                        if rows else (y_true.astype(acc), y_pred.astype(acc)))
+                fused = (sums_fn(y_true, y_pred, weights, spec), *_label_codes(y, x, spec))
+            sums, label_codes, soft = fused
+            return sums, (label_codes.reshape(y_pred.shape), soft)
+        return run
+
+    sums, codes = _per_platform((y_true, y_pred, weights), lambda platform: forward(
+        platform in ROW_PLATFORMS, platform in with_codes))
     return _global_sums(sums, spec, axis_name), (y_true, y_pred, weights, codes)
 
 
 def _iou_sums_bwd(spec, axis_name, backward, codes_forward, residuals, d_sums):
-    del axis_name, backward, codes_forward  # the sums are already global
+    del axis_name, codes_forward  # the sums are already global
     y_true, y_pred, weights, codes = residuals
+    with_codes = code_platforms(spec, weights, backward)
     acc = _accumulation_dtype(y_pred.dtype)
     coef = d_sums.astype(acc) @ jnp.asarray(_iou.PROJECTION[spec.weighting], acc)
 
-    def general():
-        y, x, m = _grouped(y_true, y_pred, weights, spec)
-        grad = _iou.input_gradient(coef, y, x, m, spec, JAX_OPS)
-        return grad.reshape(-1).astype(y_pred.dtype)
+    def general(rows):
+        if rows:
+            y, x, m = _grouped(y_true, y_pred, weights, spec)
+            grad = _iou.input_gradient(coef, y, x, m, spec, JAX_OPS)
+        else:
+            y, x, m = _native(y_true, y_pred, weights, spec)
+            grad = _iou.input_gradient(_expand_groups(coef, y.ndim), y, x, m, spec, JAX_OPS)
+        return grad.astype(y_pred.dtype).reshape(y_pred.shape)
 
-    def from_codes():
-        return _code_gradient(codes[0], coef, spec, acc).reshape(-1).astype(y_pred.dtype)
+    def from_codes(rows):
+        label_codes = codes[0]
+        if rows:
+            label_codes = label_codes.reshape(_iou.group_shape(y_pred.shape, spec.per_image))
+        return _code_gradient(label_codes, coef, spec, acc).astype(
+            y_pred.dtype).reshape(y_pred.shape)
 
-    if codes is None:
-        grad = general()
-    else:
+    @functools.cache
+    def backward_for(rows, uses_codes):
+        if not uses_codes:
+            return lambda: general(rows)
         # lax.cond runs one branch: the general one only when a soft label needs y and p.
-        # Both return a flat array: its one layout needs no copy after the cond.
-        grad = lax.cond(codes[1], general, from_codes)
-    grad = grad.reshape(y_pred.shape)
+        return lambda: lax.cond(codes[1], lambda: general(rows), lambda: from_codes(rows))
+
+    grad = _per_platform((), lambda platform: backward_for(platform in ROW_PLATFORMS,
+                                                           platform in with_codes))
     return _zero_cotangent(y_true), grad, _zero_cotangent(weights)
 
 
+def _expand_groups(a, ndim):
+    """(G, k) per-group values shaped (G, k, 1, ...) to broadcast against an array of
+    ``ndim`` axes in its own shape whose first axis is the batch (G = B or 1)."""
+    return a.reshape(*a.shape, *(1,) * max(ndim - 2, 0))
+
+
 def _code_gradient(codes, coef, spec, acc):
-    """The same gradient from the label codes: a lookup of two values per group."""
+    """The same gradient from the label codes (grouped, or in y's own shape): a lookup
+    of two values per group."""
     labels = jnp.asarray([[0.0, 1.0]], acc)  # y = 0 and y = 1
     factor = _iou.vjp_factor(coef, labels, _iou.element_weight(labels, None, spec))
+    factor = _expand_groups(factor, codes.ndim)
     return jnp.where(codes == _iou.CODE_FOREGROUND, factor[:, 1:2],
                      jnp.where(codes == _iou.CODE_BACKGROUND, factor[:, 0:1], acc.type(0.0)))
 
@@ -220,10 +343,43 @@ def _multiclass_grouped(labels, y_pred, weights, spec):
             _multiclass.pixel_weight(labels, weight_map, spec, acc, JAX_OPS))
 
 
+def _multiclass_native(labels, y_pred, weights, spec):
+    """(y, x, s) in the inputs' own shape: y and x (..., C), s (...) or None."""
+    acc = _accumulation_dtype(y_pred.dtype)
+    weight_map = None if weights is None else weights.astype(acc)
+    ids = _id_dtype(labels.dtype, spec)
+    return (_multiclass.label_indicator(labels, spec, acc, JAX_OPS, ids), y_pred.astype(acc),
+            _multiclass.pixel_weight(labels, weight_map, spec, acc, JAX_OPS, ids))
+
+
+def _id_dtype(label_dtype, spec):
+    """The labels' own integer type where every class id (and ``ignore_class``) fits in
+    it, else int32: the ids are then compared as they are, with no converted copy (XLA:TPU
+    wrote uint8 ids out as int32 before comparing them)."""
+    if not jnp.issubdtype(label_dtype, jnp.integer):
+        return "int32"
+    info = jnp.iinfo(label_dtype)
+    ids = [spec.num_classes - 1] + ([] if spec.ignore_class is None else [spec.ignore_class])
+    return jnp.dtype(label_dtype).name if all(info.min <= i <= info.max for i in ids) \
+        else "int32"
+
+
 def _multiclass_local_sums(labels, y_pred, weights, spec):
-    y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
-    p = _multiclass.probabilities(x, spec, JAX_OPS)
-    return jnp.stack([row_sums(t) for t in _multiclass.sums_terms(y, p, s)], axis=-1)
+    """The (G, C, 3) sums of this shard: rows on XLA:CPU, the native layout elsewhere."""
+    def rows(labels, y_pred, weights):
+        y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
+        p = _multiclass.probabilities(x, spec, JAX_OPS)
+        return jnp.stack([blocked_row_sums(t) for t in _multiclass.sums_terms(y, p, s)],
+                         axis=-1)
+
+    def native(labels, y_pred, weights):
+        y, x, s = _multiclass_native(labels, y_pred, weights, spec)
+        p = _multiclass.probabilities(x, spec, JAX_OPS)
+        axes = _group_axes(y.ndim, spec.per_image, keep_last=True)
+        return jnp.stack([staged_sum(t, axes).reshape(-1, spec.num_classes)
+                          for t in _multiclass.sums_terms(y, p, s)], axis=-1)
+
+    return on_platform((labels, y_pred, weights), rows, native)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -242,11 +398,18 @@ def _multiclass_sums_fwd(labels, y_pred, weights, spec, axis_name):
 def _multiclass_sums_bwd(spec, axis_name, residuals, d_sums):
     del axis_name  # the sums are already global
     labels, y_pred, weights = residuals
-    y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
-    coef = d_sums[..., :2].astype(x.dtype)  # (∂/∂I, ∂/∂P); Y is data
-    grad = _multiclass.input_gradient(coef, y, x, s, spec, JAX_OPS)
-    return (_zero_cotangent(labels), grad.reshape(y_pred.shape).astype(y_pred.dtype),
-            _zero_cotangent(weights))
+    coef = d_sums[..., :2].astype(_accumulation_dtype(y_pred.dtype))  # (∂/∂I, ∂/∂P)
+
+    def gradient(view):
+        def run(labels, y_pred, weights):
+            y, x, s = view(labels, y_pred, weights, spec)
+            grad = _multiclass.input_gradient(coef, y, x, s, spec, JAX_OPS)
+            return grad.reshape(y_pred.shape).astype(y_pred.dtype)
+        return run
+
+    grad = on_platform((labels, y_pred, weights), gradient(_multiclass_grouped),
+                       gradient(_multiclass_native))
+    return _zero_cotangent(labels), grad, _zero_cotangent(weights)
 
 
 multiclass_sums.defvjp(_multiclass_sums_fwd, _multiclass_sums_bwd)

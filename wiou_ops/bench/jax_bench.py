@@ -47,8 +47,8 @@ def _default_backward():
 
     from wiou_ops._kernels import jax as jax_kernel
 
-    return ("label codes" if jax.default_backend() in jax_kernel.LABEL_CODE_PLATFORMS
-            else "y and p")
+    platform = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+    return "label codes" if platform in jax_kernel.CODE_PLATFORMS else "y and p"
 
 
 def _variants(pallas):
