@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NATIVE := wiou_ops/_wiou_ops_native.so
 KERNEL_SOURCES := $(wildcard kernels/*.cc kernels/*.h) wiou_ops/_kernels/native_build.py
 
-.PHONY: test bench venv native kernel-test wheel test-compat clean
+.PHONY: test bench bench-aot venv native kernel-test wheel test-compat clean
 
 venv: $(STAMP)
 
@@ -38,10 +38,26 @@ build/test_wiou_math: $(KERNEL_SOURCES)
 # a pytest process of their own: they need most of the machine's memory. The rest run
 # in two pytest-xdist workers (much of the time is XLA compiling and processes starting,
 # which one worker leaves half idle); loadgroup keeps test_wheel.py on one worker.
-test: $(STAMP) $(NATIVE) kernel-test
-	$(PY) -m pytest -q -m large tests
+test: $(STAMP) $(NATIVE) kernel-test $(AOT_VENV)/.installed
+	$(PY) -m pytest -q -m large --ignore=tests/aot tests
+	$(AOT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/aot
 	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q -m "not large" -n 2 --dist loadgroup \
-		tests benchmarks --benchmark-disable
+		--ignore=tests/aot tests benchmarks --benchmark-disable
+
+# The TPU and GPU compilers, deviceless, in a venv of their own (libtpu and the CUDA
+# plugin would make every other test's JAX look for those devices). No package install:
+# benchmarks/aot/ puts the checkout on sys.path.
+AOT_VENV := .venv-aot
+$(AOT_VENV)/.installed: benchmarks/aot/requirements.txt
+	test -x $(AOT_VENV)/bin/python || $(PYTHON) -m venv $(AOT_VENV)
+	$(AOT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AOT_VENV)/bin/python -m pip install --quiet -r benchmarks/aot/requirements.txt
+	touch $@
+
+# What XLA makes of the loss for TPU v5e/v6e/v5p/v4 and H100/H200, against the naive
+# formula: benchmarks/results/aot/report.md.
+bench-aot: $(AOT_VENV)/.installed
+	$(AOT_VENV)/bin/python benchmarks/aot/report.py --out benchmarks/results/aot
 
 # A second version set, TensorFlow 2.20 with Keras 3.10 (the oldest Keras that TensorFlow
 # 2.20 accepts): the drop-in, float64-oracle, training-parity and native-kernel tests on
@@ -76,4 +92,4 @@ bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/wiou-bench --e2e --distribute --multiclass --out-root benchmarks/results
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) build dist *.egg-info .pytest_cache $(NATIVE)
+	rm -rf $(VENV) $(COMPAT_VENV) $(AOT_VENV) build dist *.egg-info .pytest_cache $(NATIVE)

@@ -1,0 +1,278 @@
+"""What the TPU and GPU compilers make of the loss, with no TPU or GPU: ``make bench-aot``.
+
+Compiles forward+backward (the gradient w.r.t. y_pred) of ``wiou_ops.jax`` and of the
+same loss written naively in ``jax.numpy`` (``naive.py``, autodiff), both under
+``shard_map`` with the batch split over every chip of the target, deviceless: TPU
+topologies through libtpu, NVIDIA GPUs through the CUDA plugin with a target
+description (``targets.py``). Per chip it records, from the optimized HLO (``hlo.py``),
+the bytes moved, fusions, full-size float32 arrays (float32 copies of an input among
+them) and the longest float32 addition
+chain of any reduction; from the compiler, temp/argument/output sizes and, on TPU, XLA's
+own ``bytes accessed`` and flops. The byte floor of forward+backward: the inputs read
+twice and the gradient written once.
+
+    python benchmarks/aot/report.py --out benchmarks/results/aot [--targets v5e h100]
+        [--cases quick|all]
+
+Needs ``jax[tpu]`` and ``jax-cuda12-plugin`` (the Makefile's ``.venv-aot``); no Keras,
+no TensorFlow.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+# Deviceless: no local accelerator is used or probed (CUDA's version check needs a driver).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Deviceless compiles hold no TPU: several processes (a test beside a report) may load it.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+import hlo  # noqa: E402
+import naive  # noqa: E402
+import targets  # noqa: E402
+
+BINARY_SHAPE = (1024, 512, 512, 1)
+MULTICLASS_SHAPE = (64, 512, 512)
+DTYPE_PAIRS = (("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
+               ("bfloat16", "uint8"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One loss configuration: the binary loss (``classes`` None) or the multi-class one."""
+
+    pred: str
+    true: str
+    weighting: str = "seed"
+    per_image: bool = False
+    from_logits: bool = False
+    weight_map: bool = False
+    classes: int = None
+    sparse: bool = True
+    multi_label: bool = False
+
+    @property
+    def name(self):
+        if self.classes is None:
+            parts = [self.weighting]
+            parts += ["per_image"] * self.per_image + ["from_logits"] * self.from_logits
+            parts += ["weight map"] * self.weight_map
+        else:
+            parts = [f"C={self.classes}", "sigmoid" if self.multi_label else "softmax",
+                     "ids" if self.sparse else "one-hot"]
+        return " ".join(parts) + f", {self.pred}/{self.true}"
+
+    def shapes(self):
+        """[(global shape, dtype)] of (y_true, y_pred[, weight map])."""
+        if self.classes is None:
+            out = [(BINARY_SHAPE, self.true), (BINARY_SHAPE, self.pred)]
+            return out + [(BINARY_SHAPE, "float32")] * self.weight_map
+        logits = MULTICLASS_SHAPE + (self.classes,)
+        return [(MULTICLASS_SHAPE if self.sparse else logits, self.true), (logits, self.pred)]
+
+
+def cases(which):
+    binary = [Case(p, t, weighting=w) for w in ("seed", "pixel", "class")
+              for p, t in DTYPE_PAIRS]
+    binary += [Case(p, t, weighting=w, **{option: True}) for w in ("seed", "pixel", "class")
+               for option in ("per_image", "from_logits")
+               for p, t in (("float32", "float32"), ("bfloat16", "uint8"))]
+    binary += [Case("bfloat16", "uint8", weighting="pixel", weight_map=True)]
+    multi = [Case(p, "uint8" if sparse else "float32", classes=c, sparse=sparse,
+                  multi_label=multi_label, from_logits=True)
+             for c in (6, 19) for multi_label, sparse in ((False, True), (False, False),
+                                                         (True, False))
+             for p in ("float32", "bfloat16")]
+    if which == "quick":
+        return [Case("bfloat16", "uint8"), Case("float32", "float32", weighting="pixel"),
+                Case("bfloat16", "uint8", classes=19, from_logits=True)]
+    return binary + multi
+
+
+def loss_functions(case):
+    """{"naive": fn, "wiou_ops": fn} of shard arguments, the global-batch loss."""
+    import wiou_ops.jax as wj
+
+    if case.classes is None:
+        options = dict(weighting=case.weighting, per_image=case.per_image,
+                       from_logits=case.from_logits)
+
+        def wiou(y_true, y_pred, *weights):
+            return wj.weighted_iou_loss(
+                y_true, y_pred, weight_background=0.5, weight_foreground=1.5,
+                sample_weight=weights[0] if weights else None, axis_name="batch", **options)
+
+        def plain(y_true, y_pred, *weights):
+            return naive.binary(y_true, y_pred, weight_map=weights[0] if weights else None,
+                                **options)
+        return {"naive": plain, "wiou_ops": wiou}
+    options = dict(sparse=case.sparse, multi_label=case.multi_label,
+                   from_logits=case.from_logits, per_image=case.per_image)
+
+    def wiou_multiclass(y_true, y_pred):
+        return wj.multiclass_iou_loss(
+            y_true, y_pred, sparse_y_true=options["sparse"], multi_label=case.multi_label,
+            from_logits=case.from_logits, per_image=case.per_image, axis_name="batch")
+
+    def plain_multiclass(y_true, y_pred):
+        return naive.multiclass(y_true, y_pred, classes=case.classes, **options)
+    return {"naive": plain_multiclass, "wiou_ops": wiou_multiclass}
+
+
+def compile_program(fn, case, devices):
+    """The compiled forward+backward (gradient w.r.t. y_pred) over ``devices``."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    shards = NamedSharding(mesh, PartitionSpec("batch"))
+    args = [jax.ShapeDtypeStruct(shape, dtype, sharding=shards)
+            for shape, dtype in case.shapes()]
+    grad = jax.grad(fn, argnums=1)
+    mapped = jax.shard_map(grad, mesh=mesh, in_specs=(PartitionSpec("batch"),) * len(args),
+                           out_specs=PartitionSpec("batch"))
+    return jax.jit(mapped).lower(*args).compile()
+
+
+def measure(compiled, case, chips):
+    """The numbers of one compiled program, per chip."""
+    import numpy as np
+
+    text = compiled.as_text()
+    memory = compiled.memory_analysis()
+    try:
+        cost = compiled.cost_analysis() or {}
+    except Exception:  # noqa: BLE001 - XLA:GPU without a device has none
+        cost = {}
+    shapes = case.shapes()
+    per_chip = [int(np.prod(shape)) // chips * np.dtype(_np_dtype(dtype)).itemsize
+                for shape, dtype in shapes]
+    pred_elements = int(np.prod(shapes[1][0])) // chips
+    pixels = int(np.prod(shapes[0][0] if case.classes is None else MULTICLASS_SHAPE)) // chips
+    return {
+        "bytes": hlo.program_bytes(text),
+        "xla_bytes_accessed": cost.get("bytes accessed"),
+        "flops": cost.get("flops"),
+        "floor_bytes": 2 * sum(per_chip) + per_chip[1],
+        "temp_bytes": memory.temp_size_in_bytes,
+        "argument_bytes": memory.argument_size_in_bytes,
+        "output_bytes": memory.output_size_in_bytes,
+        "fusions": hlo.fusion_count(text),
+        "longest_chain": hlo.longest_float32_chain(text),
+        "full_size_float32": hlo.full_size_float32(text, min(pixels, pred_elements)),
+        "float32_input_copies": hlo.float32_input_copies(text),
+    }, text
+
+
+def _np_dtype(name):
+    import ml_dtypes
+    import numpy as np
+
+    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
+
+
+def run(args):
+    import jax
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"date": datetime.date.today().isoformat(), "jax": jax.__version__,
+               "host": platform.processor() or platform.machine(), "targets": {}}
+    for target_name in args.targets:
+        target = targets.TARGETS[target_name]
+        devices = target.devices()
+        rows = []
+        for case in cases(args.cases):
+            if args.only and args.only not in case.name:
+                continue
+            row = {"case": case.name, "spec": dataclasses.asdict(case)}
+            for which, fn in loss_functions(case).items():
+                start = time.perf_counter()
+                compiled = compile_program(fn, case, devices)
+                row[which], text = measure(compiled, case, len(devices))
+                row[which]["compile_s"] = round(time.perf_counter() - start, 2)
+                if args.hlo:
+                    slug = "".join(c if c.isalnum() else "-" for c in case.name)
+                    (out / f"hlo-{target_name}-{slug}-{which}.txt").write_text(text)
+            rows.append(row)
+            print(f"{target_name:6s} {case.name:40s} x naive "
+                  f"{row['wiou_ops']['bytes'] / row['naive']['bytes']:.3f}", flush=True)
+        results["targets"][target_name] = {"description": target.description,
+                                           "chips": len(devices), "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "report.md").write_text(markdown(results))
+    return results
+
+
+def _mib(n):
+    return "—" if n is None else f"{n / 2**20:.1f}"
+
+
+def markdown(results):
+    lines = ["# The loss as the TPU and GPU compilers build it (deviceless)", "",
+             f"{results['date']}, JAX {results['jax']}, compiled on a {results['host']} host "
+             "with no accelerator (`make bench-aot`, benchmarks/aot/report.py). "
+             "Forward+backward (gradient w.r.t. y_pred) under `shard_map`, the batch split "
+             "over every chip; binary inputs (1024, 512, 512, 1), multi-class logits "
+             "(64, 512, 512, C). Per chip. Bytes: read+written by the executed "
+             "instructions of the optimized HLO (benchmarks/aot/hlo.py; XLA's own count "
+             "beside it on TPU); floor: inputs read twice, gradient written once; chain: "
+             "the most float32 numbers one reduction adds into one output; full-size f32: "
+             "float32 arrays as large as an input that the program writes besides its "
+             "output; f32 input copies: those that only widen or copy an input.", ""]
+    for name, target in results["targets"].items():
+        rows = target["rows"]
+        worst = max(r["wiou_ops"]["bytes"] / r["naive"]["bytes"] for r in rows)
+        lines += [f"## {name}: {target['description']} ({target['chips']} chips)", "",
+                  f"Largest wiou_ops/naive bytes ratio: {worst:.4f}.", "",
+                  "| case | naive MiB | wiou_ops MiB | × naive | × floor | XLA bytes "
+                  "× naive | temp MiB naive / wiou_ops | args / out MiB | fusions | "
+                  "GFLOP naive / wiou_ops | chain naive / wiou_ops | full-size f32 | f32 input "
+                  "copies |",
+                  "|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|"]
+        for r in rows:
+            n, w = r["naive"], r["wiou_ops"]
+            xla = ("—" if not n["xla_bytes_accessed"] else
+                   f"{w['xla_bytes_accessed'] / n['xla_bytes_accessed']:.3f}")
+            flops = ("—" if n["flops"] is None else
+                     f"{n['flops'] / 1e9:.2f} / {w['flops'] / 1e9:.2f}")
+            lines.append(
+                f"| {r['case']} | {_mib(n['bytes'])} | {_mib(w['bytes'])} | "
+                f"{w['bytes'] / n['bytes']:.3f} | {w['bytes'] / w['floor_bytes']:.2f} | "
+                f"{xla} | {_mib(n['temp_bytes'])} / {_mib(w['temp_bytes'])} | "
+                f"{_mib(w['argument_bytes'])} / {_mib(w['output_bytes'])} | "
+                f"{n['fusions']} / {w['fusions']} | {flops} | "
+                f"{n['longest_chain']} / {w['longest_chain']} | "
+                f"{len(n['full_size_float32'])} / {len(w['full_size_float32'])} | "
+                f"{len(n['float32_input_copies'])} / {len(w['float32_input_copies'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="aot-results")
+    parser.add_argument("--targets", nargs="+", default=list(targets.TARGETS),
+                        choices=list(targets.TARGETS))
+    parser.add_argument("--cases", choices=("quick", "all"), default="all")
+    parser.add_argument("--only", help="only the cases whose name contains this")
+    parser.add_argument("--hlo", action="store_true",
+                        help="also write the optimized HLO of every program")
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
