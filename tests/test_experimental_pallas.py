@@ -36,7 +36,8 @@ def test_pallas_forward_matches_the_xla_forward(weighting, pred_dtype, true_dtyp
                               weight_background=0.5, weight_foreground=1.5)
     sums, codes, any_soft = pallas.sums_and_codes(y, p, spec)
     want_sums = jax_kernel._local_sums(y, p, None, spec)
-    want_codes, want_soft = jax_kernel._label_codes(y, p, spec, jnp.float32)
+    want_codes, want_soft = jax_kernel._label_codes(y.astype(jnp.float32),
+                                                    p.astype(jnp.float32), spec)
     np.testing.assert_allclose(np.asarray(sums), np.asarray(want_sums), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(codes), np.asarray(want_codes))
     assert not bool(any_soft) and not bool(want_soft)
