@@ -6,6 +6,7 @@ CXX ?= g++
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+AOT_VENV := .venv-aot
 NATIVE := wiou_ops/_wiou_ops_native.so
 KERNEL_SOURCES := $(wildcard kernels/*.cc kernels/*.h) wiou_ops/_kernels/native_build.py
 
@@ -47,7 +48,6 @@ test: $(STAMP) $(NATIVE) kernel-test $(AOT_VENV)/.installed
 # The TPU and GPU compilers, deviceless, in a venv of their own (libtpu and the CUDA
 # plugin would make every other test's JAX look for those devices). No package install:
 # benchmarks/aot/ puts the checkout on sys.path.
-AOT_VENV := .venv-aot
 $(AOT_VENV)/.installed: benchmarks/aot/requirements.txt
 	test -x $(AOT_VENV)/bin/python || $(PYTHON) -m venv $(AOT_VENV)
 	$(AOT_VENV)/bin/python -m pip install --quiet --upgrade pip
