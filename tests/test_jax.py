@@ -328,24 +328,13 @@ def test_reduction_stages_bound_the_chain(shape, axes):
     where one alone is longer), and the stages sum every element exactly once."""
     steps = _iou.reduction_stages(shape, axes)
     assert _iou.chain_bound(shape, steps) <= _iou.SUM_CHAIN_LIMIT
-    reduced = 1
-    for a in axes:
-        reduced *= shape[a]
-    counted = shape
-    for step in steps:  # replay on the shape: the product reduced must equal the original
+    kept = shape
+    for step in steps:
         if step[0] == "split":
-            _, axis, k = step
-            assert counted[axis] % k == 0
-            counted = counted[:axis] + (counted[axis] // k, k) + counted[axis + 1:]
-        else:
-            counted = tuple(n for a, n in enumerate(counted) if a not in step[1])
-    kept = 1
-    for n in counted:
-        kept *= n
-    total = 1
-    for n in shape:
-        total *= n
-    assert kept * reduced == total
+            assert kept[step[1]] % step[2] == 0
+        kept = _iou.stage_shape(kept, step)
+    # What is left is the axes not summed over, in order: every summed element counted once.
+    assert kept == tuple(n for a, n in enumerate(shape) if a not in axes)
 
 
 def test_staged_sum_is_accurate_in_float32():

@@ -34,6 +34,7 @@ handful of scalar ops that autodiff differentiates exactly.
 """
 
 import dataclasses
+import math
 
 # Blocked float32 sums under XLA (``_kernels.xla.blocked_row_sums``, ``_kernels.jax.row_sums``): each level
 # adds SUM_BLOCK numbers in sequence into one partial sum, so the rounding error stays
@@ -234,7 +235,7 @@ def reduction_stages(shape, axes, limit=SUM_CHAIN_LIMIT):
     """How to sum an array of static ``shape`` over ``axes`` so that no output adds more
     than ``limit`` numbers in one stage: a list of steps, each ``("sum", axes)`` (sum over
     those axes of the current array) or ``("split", axis, k)`` (view that axis of n as
-    (n/k, k)).
+    (n/k, k)); ``stage_shape`` gives the shape after each.
 
     Each sum stage takes the set of remaining axes with the largest product <= ``limit``
     (ranks are small: every subset is tried; size-1 axes go along). Where that leaves room,
@@ -244,59 +245,52 @@ def reduction_stages(shape, axes, limit=SUM_CHAIN_LIMIT):
     longer than ``limit`` with no divisor in [2, limit] is summed whole. ``chain_bound``
     gives the longest chain the stages allow.
     """
-    shape = list(shape)
+    shape = tuple(shape)
     axes = sorted({a % len(shape) for a in axes}) if shape else []
     steps = []
     while axes:
         best, best_size = (), 1
         for mask in range(1, 1 << len(axes)):
             subset = tuple(a for i, a in enumerate(axes) if mask >> i & 1)
-            size = _product(shape[a] for a in subset)
+            size = math.prod(shape[a] for a in subset)
             # Ties go to more axes, then to inner ones, so that a split falls on an outer axis.
             if size <= limit and (size, len(subset), sum(subset)) > (
                     best_size, len(best), sum(best)):
                 best, best_size = subset, size
-        split = None
         for axis in axes:  # outermost first
             if axis in best:
                 continue
             k = max((d for d in range(2, limit // best_size + 1) if shape[axis] % d == 0),
                     default=1)
             if k > 1:
-                split = axis, k
+                steps.append(("split", axis, k))
+                shape = stage_shape(shape, steps[-1])
+                axes = sorted([a + (a > axis) for a in axes] + [axis + 1])
+                best = tuple(sorted([a + (a > axis) for a in best] + [axis + 1]))
                 break
-        if split is not None:
-            axis, k = split
-            steps.append(("split", axis, k))
-            shape[axis:axis + 1] = [shape[axis] // k, k]
-            renumber = [a + (a > axis) for a in axes]
-            axes = sorted(renumber + [axis + 1])
-            best = tuple(sorted([a + (a > axis) for a in best] + [axis + 1]))
-        elif not best:  # a length > limit with no divisor in [2, limit]: summed whole
+        if not best:  # a length > limit with no divisor in [2, limit]: summed whole
             best = (axes[0],)
         steps.append(("sum", best))
-        shape = [n for a, n in enumerate(shape) if a not in best]
+        shape = stage_shape(shape, steps[-1])
         axes = [a - sum(b < a for b in best) for a in axes if a not in best]
     return steps
 
 
-def _product(sizes):
-    total = 1
-    for size in sizes:
-        total *= size
-    return total
+def stage_shape(shape, step):
+    """The shape after one step of ``reduction_stages``."""
+    if step[0] == "split":
+        _, axis, k = step
+        return (*shape[:axis], shape[axis] // k, k, *shape[axis + 1:])
+    return tuple(n for a, n in enumerate(shape) if a not in step[1])
 
 
 def chain_bound(shape, steps):
     """The most numbers any one stage of ``steps`` (``reduction_stages``) adds into one
     output: an upper bound on the longest float32 addition chain, whatever order the
     compiler's reduction emitter adds them in."""
-    shape, longest = list(shape), 1
+    longest = 1
     for step in steps:
-        if step[0] == "split":
-            _, axis, k = step
-            shape[axis:axis + 1] = [shape[axis] // k, k]
-            continue
-        longest = max(longest, _product(shape[a] for a in step[1]))
-        shape = [n for a, n in enumerate(shape) if a not in step[1]]
+        if step[0] == "sum":
+            longest = max(longest, math.prod(shape[a] for a in step[1]))
+        shape = stage_shape(shape, step)
     return longest

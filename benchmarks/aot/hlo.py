@@ -89,7 +89,7 @@ def parse(text):
     for line in text.splitlines():
         if current is None:
             match = _COMPUTATION.match(line)
-            if match and "->" in line or (match and line.startswith("ENTRY")):
+            if match and ("->" in line or match.group(1)):
                 current = match.group(2)
                 computations[current] = []
                 if match.group(1):

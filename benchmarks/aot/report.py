@@ -149,6 +149,7 @@ def compile_program(fn, case, devices):
 
 def measure(compiled, case, chips):
     """The numbers of one compiled program, per chip."""
+    import jax.numpy as jnp
     import numpy as np
 
     text = compiled.as_text()
@@ -158,7 +159,7 @@ def measure(compiled, case, chips):
     except Exception:  # noqa: BLE001 - XLA:GPU without a device has none
         cost = {}
     shapes = case.shapes()
-    per_chip = [int(np.prod(shape)) // chips * np.dtype(_np_dtype(dtype)).itemsize
+    per_chip = [int(np.prod(shape)) // chips * jnp.dtype(dtype).itemsize
                 for shape, dtype in shapes]
     pred_elements = int(np.prod(shapes[1][0])) // chips
     pixels = int(np.prod(shapes[0][0] if case.classes is None else MULTICLASS_SHAPE)) // chips
@@ -175,13 +176,6 @@ def measure(compiled, case, chips):
         "full_size_float32": hlo.full_size_float32(text, min(pixels, pred_elements)),
         "float32_input_copies": hlo.float32_input_copies(text),
     }, text
-
-
-def _np_dtype(name):
-    import ml_dtypes
-    import numpy as np
-
-    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
 
 
 def run(args):

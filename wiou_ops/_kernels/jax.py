@@ -16,10 +16,11 @@ the TPU code):
   (``row_sums``; a row-major reshape is free there).
 * TPU and GPU (``default``): inputs kept in their own shape and layout (a TPU array is
   tiled over its two minor axes, so a (G, n) view is a relayout copy), summed over their
-  own axes in stages of at most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``); with
-  hard labels and no weight map or logits the forward also writes a 1-byte code per
-  element and the backward reads it instead of y and p (``_label_codes``).
-  ``backward`` chooses explicitly (benchmarks time both).
+  own axes in stages of at most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``).
+
+The backward reads y and p again; with hard labels and no weight map or logits,
+``backward="label_codes"`` has the forward write a 1-byte code per element for the
+backward to read instead (``_label_codes``; ``CODE_PLATFORMS`` says where "auto" does).
 
 With ``axis_name`` the sums are ``psum``-ed over that named axis
 (``shard_map``/``pmap``), so every shard sees the global IoU and its gradient
@@ -52,20 +53,27 @@ _BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
 # The platforms (``lax.platform_dependent`` names) that take the (G, n) rows and blocked
 # sums; every other one takes the native layout and staged sums.
 ROW_PLATFORMS = ("cpu",)
-# Where backward="auto" runs from label codes. Not on XLA:CPU: it computes the codes in
-# loops of their own, which re-read y and p (the jax-cpu report times both backwards).
-# Not on TPU: XLA:TPU does not fuse the codes' full-size output into the sums' reduction,
-# so they cost a third pass over y and p (twice the naive formula's bytes, counted in
-# benchmarks/results/aot/). On GPU sibling multi-output fusion writes them from the sums'
-# own pass: 14 instead of 20 bytes per float32 pixel.
+# Where backward="auto" runs from label codes: none. On XLA:CPU the codes cost loops of
+# their own, which re-read y and p (the jax-cpu report times both backwards). Compiled for
+# TPU and H100 (benchmarks/results/aot/), neither compiler writes them from the sums' own
+# pass: XLA:TPU gave the codes a pass over y and p of their own, XLA:GPU the any-soft-label
+# flag; either costs more bytes than the backward from y and p.
 CODE_PLATFORMS = ()
 _PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 
 
-def on_platform(args, rows, native):
-    """``rows(*args)`` when lowered for XLA:CPU, else ``native(*args)``: chosen at lowering
-    (``lax.platform_dependent``), so the compiler only ever sees one of them."""
-    return lax.platform_dependent(*args, **{p: rows for p in ROW_PLATFORMS}, default=native)
+def on_platform(args, branch):
+    """``branch(platform)(*args)`` for the platform the program is lowered for, chosen at
+    lowering (``lax.platform_dependent``): the compiler only ever sees one branch.
+    ``branch(None)`` serves any other platform; platforms given the same function share it."""
+    return lax.platform_dependent(*args, **{p: branch(p) for p in _PLATFORMS},
+                                  default=branch(None))
+
+
+def by_layout(rows, native):
+    """The ``branch`` of ``on_platform`` that runs ``rows`` on ``ROW_PLATFORMS`` and
+    ``native`` elsewhere."""
+    return lambda platform: rows if platform in ROW_PLATFORMS else native
 
 
 def _accumulation_dtype(pred_dtype):
@@ -75,7 +83,7 @@ def _accumulation_dtype(pred_dtype):
 def row_sums(x):
     """Row sums (over axis 1) of a (G, n) or (G, n, C) array, accurate in float32:
     ``blocked_row_sums`` on XLA:CPU, ``staged_sum`` elsewhere."""
-    return on_platform((x,), blocked_row_sums, lambda v: staged_sum(v, (1,)))
+    return on_platform((x,), by_layout(blocked_row_sums, lambda v: staged_sum(v, (1,))))
 
 
 def blocked_row_sums(x):
@@ -112,8 +120,7 @@ def staged_sum(x, axes):
     steps = _iou.reduction_stages(x.shape, axes)
     for index, step in enumerate(steps):
         if step[0] == "split":
-            _, axis, k = step
-            x = x.reshape(*x.shape[:axis], x.shape[axis] // k, k, *x.shape[axis + 1:])
+            x = x.reshape(_iou.stage_shape(x.shape, step))
             continue
         x = x.sum(axis=step[1])
         if index < len(steps) - 1:
@@ -137,8 +144,8 @@ def _grouped(y_true, y_pred, weights, spec):
 def _local_sums(y_true, y_pred, weights, spec):
     """The (G, K) sums of this shard: rows on XLA:CPU, the native layout elsewhere."""
     return on_platform((y_true, y_pred, weights),
-                       functools.partial(_row_local_sums, spec=spec),
-                       functools.partial(_native_local_sums, spec=spec))
+                       by_layout(functools.partial(_row_local_sums, spec=spec),
+                                 functools.partial(_native_local_sums, spec=spec)))
 
 
 def _row_local_sums(y_true, y_pred, weights, spec):
@@ -195,9 +202,9 @@ def iou_sums(y_true, y_pred, weights, spec, axis_name=None, backward="auto",
     """The (G, K) sums of ``spec`` (``_iou.SumsSpec``); hand-written VJP w.r.t. y_pred.
 
     ``weights``: a weight map of y's shape, or None. Labels and weights get a zero
-    cotangent (they are data). ``backward``: "auto" (from label codes on TPU and GPU,
-    from y and p on XLA:CPU), "label_codes" or "inputs"; the codes apply only without
-    logits and weight map. ``codes_forward``: a function ``(y, x, spec) -> (sums, codes,
+    cotangent (they are data). ``backward``: "auto" (from label codes on
+    ``CODE_PLATFORMS``, else from y and p), "label_codes" or "inputs"; the codes apply
+    only without logits and weight map. ``codes_forward``: a function ``(y, x, spec) -> (sums, codes,
     any soft label)`` on grouped inputs that computes the forward and the codes in one
     kernel (``wiou_ops.experimental.pallas``; it returns None where it does not apply),
     or None for XLA's fusion.
@@ -213,17 +220,6 @@ def code_platforms(spec, weights, backward="auto"):
     if spec.from_logits or weights is not None or backward == "inputs":
         return ()
     return _PLATFORMS if backward == "label_codes" else CODE_PLATFORMS
-
-
-def _per_platform(args, branch):
-    """``branch(platform)(*args)`` for the platform lowered for: one traced branch per
-    distinct (layout, codes) pair."""
-    made = {}
-    for platform in _PLATFORMS:
-        made.setdefault(branch(platform), []).append(platform)
-    if len(made) == 1:
-        return next(iter(made))(*args)
-    return lax.platform_dependent(*args, **{p: fn for fn, ps in made.items() for p in ps})
 
 
 def _label_codes(y, x, spec):
@@ -271,7 +267,7 @@ def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name, backward, codes_forw
             return sums, (label_codes.reshape(y_pred.shape), soft)
         return run
 
-    sums, codes = _per_platform((y_true, y_pred, weights), lambda platform: forward(
+    sums, codes = on_platform((y_true, y_pred, weights), lambda platform: forward(
         platform in ROW_PLATFORMS, platform in with_codes))
     return _global_sums(sums, spec, axis_name), (y_true, y_pred, weights, codes)
 
@@ -306,8 +302,8 @@ def _iou_sums_bwd(spec, axis_name, backward, codes_forward, residuals, d_sums):
         # lax.cond runs one branch: the general one only when a soft label needs y and p.
         return lambda: lax.cond(codes[1], lambda: general(rows), lambda: from_codes(rows))
 
-    grad = _per_platform((), lambda platform: backward_for(platform in ROW_PLATFORMS,
-                                                           platform in with_codes))
+    grad = on_platform((), lambda platform: backward_for(platform in ROW_PLATFORMS,
+                                                         platform in with_codes))
     return _zero_cotangent(y_true), grad, _zero_cotangent(weights)
 
 
@@ -379,7 +375,7 @@ def _multiclass_local_sums(labels, y_pred, weights, spec):
         return jnp.stack([staged_sum(t, axes).reshape(-1, spec.num_classes)
                           for t in _multiclass.sums_terms(y, p, s)], axis=-1)
 
-    return on_platform((labels, y_pred, weights), rows, native)
+    return on_platform((labels, y_pred, weights), by_layout(rows, native))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -407,8 +403,8 @@ def _multiclass_sums_bwd(spec, axis_name, residuals, d_sums):
             return grad.reshape(y_pred.shape).astype(y_pred.dtype)
         return run
 
-    grad = on_platform((labels, y_pred, weights), gradient(_multiclass_grouped),
-                       gradient(_multiclass_native))
+    grad = on_platform((labels, y_pred, weights),
+                       by_layout(gradient(_multiclass_grouped), gradient(_multiclass_native)))
     return _zero_cotangent(labels), grad, _zero_cotangent(weights)
 
 
