@@ -34,7 +34,6 @@ handful of scalar ops that autodiff differentiates exactly.
 """
 
 import dataclasses
-import math
 
 # Blocked float32 sums under XLA (``_kernels.xla.blocked_row_sums``, ``_kernels.jax.row_sums``): each level
 # adds SUM_BLOCK numbers in sequence into one partial sum, so the rounding error stays
@@ -252,7 +251,7 @@ def reduction_stages(shape, axes, limit=SUM_CHAIN_LIMIT):
         best, best_size = (), 1
         for mask in range(1, 1 << len(axes)):
             subset = tuple(a for i, a in enumerate(axes) if mask >> i & 1)
-            size = math.prod(shape[a] for a in subset)
+            size = _product(shape[a] for a in subset)
             # Ties go to more axes, then to inner ones, so that a split falls on an outer axis.
             if size <= limit and (size, len(subset), sum(subset)) > (
                     best_size, len(best), sum(best)):
@@ -276,6 +275,14 @@ def reduction_stages(shape, axes, limit=SUM_CHAIN_LIMIT):
     return steps
 
 
+def _product(sizes):
+    # Not math.prod: this module imports nothing beyond dataclasses (tests/test_layers.py).
+    total = 1
+    for size in sizes:
+        total *= size
+    return total
+
+
 def stage_shape(shape, step):
     """The shape after one step of ``reduction_stages``."""
     if step[0] == "split":
@@ -291,6 +298,6 @@ def chain_bound(shape, steps):
     longest = 1
     for step in steps:
         if step[0] == "sum":
-            longest = max(longest, math.prod(shape[a] for a in step[1]))
+            longest = max(longest, _product(shape[a] for a in step[1]))
         shape = stage_shape(shape, step)
     return longest
