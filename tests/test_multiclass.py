@@ -200,15 +200,17 @@ def test_execution_modes(mode, classes):
     assert wiou_ops.last_implementation() == expected
 
 
+@pytest.mark.parametrize("ids", ["sparse-int32", "sparse-uint8"])
 @pytest.mark.parametrize("option_set", OPTION_SETS[:4])
-def test_jax_kernel_matches_float64_oracle(option_set):
+def test_jax_kernel_matches_float64_oracle(option_set, ids, layout):
     """The JAX kernel's custom_vjp (Keras on JAX and wiou_ops.jax use it), in this
-    process: sums -> group losses in JAX, gradient by jax.grad."""
+    process, in each of its programs (``layout``): sums -> group losses in JAX, gradient by
+    jax.grad. uint8 ids are compared as uint8 (255 is the void id)."""
     jax = pytest.importorskip("jax")
     from wiou_ops._kernels import jax as jax_kernel
 
     activation, per_image, log, ignore, absent = option_set
-    labels = "onehot" if activation == "sigmoid" else "sparse-int32"
+    labels = "onehot" if activation == "sigmoid" else ids
     y_true, y_pred, _, options, (y_numpy, oracle_weights) = make_case(
         7, labels, activation, ignore, "pixel")
     options = dict(options, log=log, absent_classes=absent, per_image=per_image)

@@ -59,6 +59,12 @@ ROW_PLATFORMS = ("cpu",)
 # pass: XLA:TPU gave the codes a pass over y and p of their own, XLA:GPU the any-soft-label
 # flag; either costs more bytes than the backward from y and p.
 CODE_PLATFORMS = ()
+# Where the backward recomputes p̂ from inputs behind an optimization barrier. Without it
+# XLA:GPU finds the forward's sigmoid or softmax in the same program, writes it out in
+# float32 and reads it back (pixel weighting from bfloat16 logits: 2.0x the naive
+# formula's bytes and 128 MiB of temp per H100; softmax with one-hot labels up to 1.28x).
+# Not on TPU, where sharing the softmax's max and Σe per pixel saves passes.
+RECOMPUTE_PLATFORMS = ("cuda", "rocm")
 _PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 
 
@@ -279,12 +285,13 @@ def _iou_sums_bwd(spec, axis_name, backward, codes_forward, residuals, d_sums):
     acc = _accumulation_dtype(y_pred.dtype)
     coef = d_sums.astype(acc) @ jnp.asarray(_iou.PROJECTION[spec.weighting], acc)
 
-    def general(rows):
+    def general(rows, recompute):
         if rows:
             y, x, m = _grouped(y_true, y_pred, weights, spec)
             grad = _iou.input_gradient(coef, y, x, m, spec, JAX_OPS)
         else:
-            y, x, m = _native(y_true, y_pred, weights, spec)
+            y, x, m = _native(*_inputs_for_backward((y_true, y_pred, weights), recompute),
+                              spec)
             grad = _iou.input_gradient(_expand_groups(coef, y.ndim), y, x, m, spec, JAX_OPS)
         return grad.astype(y_pred.dtype).reshape(y_pred.shape)
 
@@ -296,15 +303,23 @@ def _iou_sums_bwd(spec, axis_name, backward, codes_forward, residuals, d_sums):
             y_pred.dtype).reshape(y_pred.shape)
 
     @functools.cache
-    def backward_for(rows, uses_codes):
+    def backward_for(rows, uses_codes, recompute):
         if not uses_codes:
-            return lambda: general(rows)
+            return lambda: general(rows, recompute)
         # lax.cond runs one branch: the general one only when a soft label needs y and p.
-        return lambda: lax.cond(codes[1], lambda: general(rows), lambda: from_codes(rows))
+        return lambda: lax.cond(codes[1], lambda: general(rows, recompute),
+                                lambda: from_codes(rows))
 
-    grad = on_platform((), lambda platform: backward_for(platform in ROW_PLATFORMS,
-                                                         platform in with_codes))
+    grad = on_platform((), lambda platform: backward_for(
+        platform in ROW_PLATFORMS, platform in with_codes, platform in RECOMPUTE_PLATFORMS))
     return _zero_cotangent(y_true), grad, _zero_cotangent(weights)
+
+
+def _inputs_for_backward(inputs, recompute):
+    """The backward's inputs, behind an optimization barrier where ``recompute``: XLA
+    then sees new values and recomputes p̂ from them instead of keeping the forward's
+    (``RECOMPUTE_PLATFORMS``). The barrier moves no data."""
+    return lax.optimization_barrier(inputs) if recompute else inputs
 
 
 def _expand_groups(a, ndim):
@@ -396,15 +411,19 @@ def _multiclass_sums_bwd(spec, axis_name, residuals, d_sums):
     labels, y_pred, weights = residuals
     coef = d_sums[..., :2].astype(_accumulation_dtype(y_pred.dtype))  # (∂/∂I, ∂/∂P)
 
-    def gradient(view):
+    @functools.cache
+    def gradient(rows, recompute):
+        view = _multiclass_grouped if rows else _multiclass_native
+
         def run(labels, y_pred, weights):
-            y, x, s = view(labels, y_pred, weights, spec)
+            inputs = _inputs_for_backward((labels, y_pred, weights), recompute)
+            y, x, s = view(*inputs, spec)
             grad = _multiclass.input_gradient(coef, y, x, s, spec, JAX_OPS)
             return grad.reshape(y_pred.shape).astype(y_pred.dtype)
         return run
 
-    grad = on_platform((labels, y_pred, weights),
-                       by_layout(gradient(_multiclass_grouped), gradient(_multiclass_native)))
+    grad = on_platform((labels, y_pred, weights), lambda platform: gradient(
+        platform in ROW_PLATFORMS, platform in RECOMPUTE_PLATFORMS))
     return _zero_cotangent(labels), grad, _zero_cotangent(weights)
 
 
