@@ -178,13 +178,24 @@ def measure(compiled, case, chips):
     }, text
 
 
+def _host():
+    """The CPU model and core count of the machine that compiled (nothing runs on it)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def run(args):
     import jax
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"date": datetime.date.today().isoformat(), "jax": jax.__version__,
-               "host": platform.processor() or platform.machine(), "targets": {}}
+               "host": _host(), "targets": {}}
     for target_name in args.targets:
         target = targets.TARGETS[target_name]
         devices = target.devices()

@@ -30,7 +30,9 @@ CASES = [report.Case("bfloat16", "uint8"), report.Case("float32", "float32"),
          report.Case("bfloat16", "float32", weighting="class", from_logits=True),
          report.Case("float32", "uint8", weighting="pixel", per_image=True),
          report.Case("bfloat16", "uint8", weighting="pixel", weight_map=True),
+         report.Case("bfloat16", "uint8", weighting="pixel", from_logits=True),
          report.Case("bfloat16", "uint8", classes=19, from_logits=True),
+         report.Case("bfloat16", "float32", classes=6, sparse=False, from_logits=True),
          report.Case("float32", "float32", classes=6, sparse=False, multi_label=True,
                      from_logits=True)]
 
