@@ -7,6 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AOT_VENV := .venv-aot
+# TensorFlow's programs of the loss for TPU and GPU (HLO, written with .venv's TensorFlow),
+# compiled in $(AOT_VENV).
+AOT_TF_PROGRAMS := build/aot-tensorflow
 NATIVE := wiou_ops/_wiou_ops_native.so
 KERNEL_SOURCES := $(wildcard kernels/*.cc kernels/*.h) wiou_ops/_kernels/native_build.py
 
@@ -41,7 +44,9 @@ build/test_wiou_math: $(KERNEL_SOURCES)
 # which one worker leaves half idle); loadgroup keeps test_wheel.py on one worker.
 test: $(STAMP) $(NATIVE) kernel-test $(AOT_VENV)/.installed
 	$(PY) -m pytest -q -m large --ignore=tests/aot tests
-	$(AOT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/aot
+	$(PY) benchmarks/aot/tensorflow_programs.py --cases test --out $(AOT_TF_PROGRAMS)
+	WIOU_OPS_TF_PROGRAMS=$(AOT_TF_PROGRAMS) $(AOT_VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider tests/aot
 	WIOU_BENCH_SIZES=2x32x32x1 $(PY) -m pytest -q -m "not large" -n 2 --dist loadgroup \
 		--ignore=tests/aot tests benchmarks --benchmark-disable
 
@@ -56,8 +61,10 @@ $(AOT_VENV)/.installed: benchmarks/aot/requirements.txt
 
 # What XLA makes of the loss for TPU v5e/v6e/v5p/v4 and H100/H200, against the naive
 # formula: benchmarks/results/aot/report.md.
-bench-aot: $(AOT_VENV)/.installed
-	$(AOT_VENV)/bin/python benchmarks/aot/report.py --out benchmarks/results/aot
+bench-aot: $(STAMP) $(AOT_VENV)/.installed
+	$(PY) benchmarks/aot/tensorflow_programs.py --out $(AOT_TF_PROGRAMS)
+	$(AOT_VENV)/bin/python benchmarks/aot/report.py --out benchmarks/results/aot \
+		--tensorflow $(AOT_TF_PROGRAMS)
 
 # A second version set, TensorFlow 2.20 with Keras 3.10 (the oldest Keras that TensorFlow
 # 2.20 accepts): the drop-in, float64-oracle, training-parity and native-kernel tests on

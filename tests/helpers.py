@@ -54,6 +54,24 @@ def value_and_grad(loss_fn, y_true, y_pred, upstream):
     return loss, grad
 
 
+# ``xla`` as compiled for TPU and for GPU (the inputs' own layout and staged sums; on GPU
+# the backward's barrier), run on this CPU: test grids take these beside the real names.
+XLA_FOR_ACCELERATORS = ["xla@tpu", "xla@gpu"]
+
+
+def use_implementation(impl, monkeypatch):
+    """The implementation name for the loss. "xla@tpu"/"xla@gpu": the TensorFlow backend
+    then compiles ``xla`` for that platform (its ``compiled_platform`` patched; eager
+    graphs traced for another platform are not reused)."""
+    name, _, platform = impl.partition("@")
+    if platform:
+        from wiou_ops._backends import tensorflow as backend
+
+        monkeypatch.setattr(backend, "compiled_platform", lambda tensor: platform)
+        monkeypatch.setattr(backend, "_EAGER_GRAPHS", {})
+    return name
+
+
 def to_f64(x):
     return np.asarray(tf.cast(x, tf.float64))
 

@@ -85,16 +85,19 @@ def check_mode(impl, weighting, shape, pred_dtype, per_image, from_logits, log, 
 @pytest.mark.parametrize("pred_dtype", helpers.PRED_DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_every_mode_matches_float64_oracle(impl, weighting, shape, pred_dtype, options):
-    check_mode(impl, weighting, shape, pred_dtype, *options)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS + helpers.XLA_FOR_ACCELERATORS)
+def test_every_mode_matches_float64_oracle(impl, weighting, shape, pred_dtype, options,
+                                           monkeypatch):
+    check_mode(helpers.use_implementation(impl, monkeypatch), weighting, shape, pred_dtype,
+               *options)
 
 
 @pytest.mark.parametrize("case", ["empty", "full", "saturated"])
 @pytest.mark.parametrize("from_logits", [False, True])
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_degenerate_masks_and_saturated_inputs(impl, weighting, from_logits, case):
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS + helpers.XLA_FOR_ACCELERATORS)
+def test_degenerate_masks_and_saturated_inputs(impl, weighting, from_logits, case, monkeypatch):
+    impl = helpers.use_implementation(impl, monkeypatch)
     for per_image, log in ((False, True), (True, False)):
         check_mode(impl, weighting, (3, 33, 35, 1), "float32", per_image, from_logits, log,
                    case=case)

@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 import wiou_ops
+from tests import helpers
 from wiou_ops import _multiclass, oracle
 from wiou_ops._backends import ops as ops_backend
 from wiou_ops._backends import tensorflow as tf_backend
@@ -148,10 +149,11 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS + helpers.XLA_FOR_ACCELERATORS)
 @pytest.mark.parametrize("classes,labels,option_set,sample_weight", GRID)
 def test_grid_matches_float64_oracle(implementation, classes, labels, option_set,
-                                     sample_weight):
+                                     sample_weight, monkeypatch):
+    implementation = helpers.use_implementation(implementation, monkeypatch)
     activation, per_image, log, ignore, absent = option_set
     pred_dtype = ("float32", "bfloat16", "float16")[classes % 3]
     y_true, y_pred, weight, options, (y_numpy, oracle_weights) = make_case(

@@ -45,18 +45,19 @@ def _check(impl, shape, case, pred_dtype, true_dtype="float32", reduction="sum_o
     return value_err, grad_err
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS + helpers.XLA_FOR_ACCELERATORS)
 @pytest.mark.parametrize("pred_dtype", helpers.PRED_DTYPES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_value_and_gradient_match_float64_oracle(impl, shape, case, pred_dtype):
-    _check(impl, shape, case, pred_dtype)
+def test_value_and_gradient_match_float64_oracle(impl, shape, case, pred_dtype, monkeypatch):
+    _check(helpers.use_implementation(impl, monkeypatch), shape, case, pred_dtype)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS + helpers.XLA_FOR_ACCELERATORS)
 @pytest.mark.parametrize("true_dtype", ["float32", "float16", "bfloat16", "uint8", "bool", "int32"])
-def test_label_dtypes(impl, true_dtype):
-    _check(impl, (3, 40, 40, 1), "random", "float32", true_dtype=true_dtype)
+def test_label_dtypes(impl, true_dtype, monkeypatch):
+    _check(helpers.use_implementation(impl, monkeypatch), (3, 40, 40, 1), "random", "float32",
+           true_dtype=true_dtype)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

@@ -148,6 +148,12 @@ def group_shape(dims, per_image):
     return (dims[0] if per_image else 1), n
 
 
+def group_axes(ndim, per_image, keep_last=False):
+    """The axes one group's sum runs over in an array's own shape: all, or all but the
+    batch axis (``per_image``); ``keep_last`` keeps the class axis too."""
+    return tuple(range(1 if per_image else 0, ndim - (1 if keep_last else 0)))
+
+
 def accumulation_dtype(pred_dtype_name):
     """float32 for 16/32-bit predictions (never a 16-bit sum), float64 for float64."""
     return "float64" if pred_dtype_name == "float64" else "float32"

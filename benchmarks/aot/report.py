@@ -39,67 +39,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
+import cases as grid  # noqa: E402
 import hlo  # noqa: E402
 import naive  # noqa: E402
 import targets  # noqa: E402
-
-BINARY_SHAPE = (1024, 512, 512, 1)
-MULTICLASS_SHAPE = (64, 512, 512)
-DTYPE_PAIRS = (("float32", "float32"), ("float32", "uint8"), ("bfloat16", "float32"),
-               ("bfloat16", "uint8"))
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One loss configuration: the binary loss (``classes`` None) or the multi-class one."""
-
-    pred: str
-    true: str
-    weighting: str = "seed"
-    per_image: bool = False
-    from_logits: bool = False
-    weight_map: bool = False
-    classes: int = None
-    sparse: bool = True
-    multi_label: bool = False
-
-    @property
-    def name(self):
-        if self.classes is None:
-            parts = [self.weighting]
-            parts += ["per_image"] * self.per_image + ["from_logits"] * self.from_logits
-            parts += ["weight map"] * self.weight_map
-        else:
-            parts = [f"C={self.classes}", "sigmoid" if self.multi_label else "softmax",
-                     "ids" if self.sparse else "one-hot"]
-        return " ".join(parts) + f", {self.pred}/{self.true}"
-
-    def shapes(self):
-        """[(global shape, dtype)] of (y_true, y_pred[, weight map])."""
-        if self.classes is None:
-            out = [(BINARY_SHAPE, self.true), (BINARY_SHAPE, self.pred)]
-            return out + [(BINARY_SHAPE, "float32")] * self.weight_map
-        logits = MULTICLASS_SHAPE + (self.classes,)
-        return [(MULTICLASS_SHAPE if self.sparse else logits, self.true), (logits, self.pred)]
-
-
-def cases(which):
-    binary = [Case(p, t, weighting=w) for w in ("seed", "pixel", "class")
-              for p, t in DTYPE_PAIRS]
-    binary += [Case(p, t, weighting=w, **{option: True}) for w in ("seed", "pixel", "class")
-               for option in ("per_image", "from_logits")
-               for p, t in (("float32", "float32"), ("bfloat16", "uint8"))]
-    binary += [Case("bfloat16", "uint8", weighting="pixel", weight_map=True)]
-    multi = [Case(p, "uint8" if sparse else "float32", classes=c, sparse=sparse,
-                  multi_label=multi_label, from_logits=True)
-             for c in (6, 19) for multi_label, sparse in ((False, True), (False, False),
-                                                         (True, False))
-             for p in ("float32", "bfloat16")]
-    if which == "quick":
-        return [Case("bfloat16", "uint8"), Case("float32", "float32", weighting="pixel"),
-                Case("bfloat16", "uint8", classes=19, from_logits=True)]
-    return binary + multi
-
 
 def loss_functions(case):
     """{"naive": fn, "wiou_ops": fn} of shard arguments, the global-batch loss."""
@@ -147,13 +90,37 @@ def compile_program(fn, case, devices):
     return jax.jit(mapped).lower(*args).compile()
 
 
-def measure(compiled, case, chips):
-    """The numbers of one compiled program, per chip."""
+def compile_tensorflow(path, device):
+    """TensorFlow's program of one chip (an HloModuleProto from tensorflow_programs.py),
+    compiled for ``device`` by the same compiler: the HLO converted to StableHLO and
+    given to the target's compile-only client, as ``jax.jit(...).compile()`` does."""
+    from jax._src import compiler
+    from jax._src.interpreters import mlir
+    from jax._src.lib import _jax
+    from jax._src.lib.mlir import ir
+
+    with mlir.make_ir_context():
+        module = ir.Module.parse(_jax.mlir.hlo_to_stablehlo(pathlib.Path(path).read_bytes()))
+        options = compiler.get_compile_options(num_replicas=1, num_partitions=1,
+                                               device_assignment=[device])
+        return device.client.compile(module, executable_devices=_jax.DeviceList((device,)),
+                                     compile_options=options)
+
+
+def tensorflow_program(folder, target, case):
+    """The path of ``case``'s TensorFlow program for ``target`` under ``folder``."""
+    return pathlib.Path(folder) / ("tpu" if target.platform == "tpu" else "gpu") / \
+        f"{case.slug}.pb"
+
+
+def measure(compiled, case, chips, shard=True):
+    """The numbers of one compiled program, per chip (``shard``: the program covers every
+    chip's shard, else one chip's, as TensorFlow's)."""
     import jax.numpy as jnp
     import numpy as np
 
-    text = compiled.as_text()
-    memory = compiled.memory_analysis()
+    text = compiled.as_text() if shard else compiled.hlo_modules()[0].to_string()
+    memory = compiled.memory_analysis() if shard else compiled.get_compiled_memory_stats()
     try:
         cost = compiled.cost_analysis() or {}
     except Exception:  # noqa: BLE001 - XLA:GPU without a device has none
@@ -162,7 +129,7 @@ def measure(compiled, case, chips):
     per_chip = [int(np.prod(shape)) // chips * jnp.dtype(dtype).itemsize
                 for shape, dtype in shapes]
     pred_elements = int(np.prod(shapes[1][0])) // chips
-    pixels = int(np.prod(shapes[0][0] if case.classes is None else MULTICLASS_SHAPE)) // chips
+    pixels = int(np.prod(shapes[0][0] if case.classes is None else grid.MULTICLASS_SHAPE)) // chips
     return {
         "bytes": hlo.program_bytes(text),
         "xla_bytes_accessed": cost.get("bytes accessed"),
@@ -200,7 +167,7 @@ def run(args):
         target = targets.TARGETS[target_name]
         devices = target.devices()
         rows = []
-        for case in cases(args.cases):
+        for case in grid.cases(args.cases):
             if args.only and args.only not in case.name:
                 continue
             row = {"case": case.name, "spec": dataclasses.asdict(case)}
@@ -210,11 +177,17 @@ def run(args):
                 row[which], text = measure(compiled, case, len(devices))
                 row[which]["compile_s"] = round(time.perf_counter() - start, 2)
                 if args.hlo:
-                    slug = "".join(c if c.isalnum() else "-" for c in case.name)
-                    (out / f"hlo-{target_name}-{slug}-{which}.txt").write_text(text)
+                    (out / f"hlo-{target_name}-{case.slug}-{which}.txt").write_text(text)
+            if args.tensorflow:
+                compiled = compile_tensorflow(
+                    tensorflow_program(args.tensorflow, target, case), devices[0])
+                row["tensorflow"], text = measure(compiled, case, len(devices), shard=False)
+                if args.hlo:
+                    (out / f"hlo-{target_name}-{case.slug}-tensorflow.txt").write_text(text)
             rows.append(row)
-            print(f"{target_name:6s} {case.name:40s} x naive "
-                  f"{row['wiou_ops']['bytes'] / row['naive']['bytes']:.3f}", flush=True)
+            print(f"{target_name:6s} {case.name:40s} x naive " + " ".join(
+                f"{which} {row[which]['bytes'] / row['naive']['bytes']:.3f}"
+                for which in ("wiou_ops", "tensorflow") if which in row), flush=True)
         results["targets"][target_name] = {"description": target.description,
                                            "chips": len(devices), "rows": rows}
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -240,21 +213,26 @@ def markdown(results):
              "output; f32 input copies: those that only widen or copy an input.", ""]
     for name, target in results["targets"].items():
         rows = target["rows"]
-        worst = max(r["wiou_ops"]["bytes"] / r["naive"]["bytes"] for r in rows)
+        tensorflow = all("tensorflow" in r for r in rows)
+        worst = {which: max(r[which]["bytes"] / r["naive"]["bytes"] for r in rows)
+                 for which in ("wiou_ops", "tensorflow") if which == "wiou_ops" or tensorflow}
         lines += [f"## {name}: {target['description']} ({target['chips']} chips)", "",
-                  f"Largest wiou_ops/naive bytes ratio: {worst:.4f}.", "",
+                  "Largest bytes ratio to naive: " + ", ".join(
+                      f"{which} {ratio:.4f}" for which, ratio in worst.items()) + ".", "",
                   "| case | naive MiB | wiou_ops MiB | × naive | × floor | XLA bytes "
                   "× naive | temp MiB naive / wiou_ops | args / out MiB | fusions | "
                   "GFLOP naive / wiou_ops | chain naive / wiou_ops | full-size f32 | f32 input "
-                  "copies |",
-                  "|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|"]
+                  "copies |" + (" TF MiB | TF × naive | TF temp MiB | TF chain | TF f32 "
+                               "full-size / input copies |" if tensorflow else ""),
+                  "|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|" +
+                  ("---:|---:|---:|---:|---|" if tensorflow else "")]
         for r in rows:
             n, w = r["naive"], r["wiou_ops"]
             xla = ("—" if not n["xla_bytes_accessed"] else
                    f"{w['xla_bytes_accessed'] / n['xla_bytes_accessed']:.3f}")
             flops = ("—" if n["flops"] is None else
                      f"{n['flops'] / 1e9:.2f} / {w['flops'] / 1e9:.2f}")
-            lines.append(
+            line = (
                 f"| {r['case']} | {_mib(n['bytes'])} | {_mib(w['bytes'])} | "
                 f"{w['bytes'] / n['bytes']:.3f} | {w['bytes'] / w['floor_bytes']:.2f} | "
                 f"{xla} | {_mib(n['temp_bytes'])} / {_mib(w['temp_bytes'])} | "
@@ -263,6 +241,12 @@ def markdown(results):
                 f"{n['longest_chain']} / {w['longest_chain']} | "
                 f"{len(n['full_size_float32'])} / {len(w['full_size_float32'])} | "
                 f"{len(n['float32_input_copies'])} / {len(w['float32_input_copies'])} |")
+            if tensorflow:
+                t = r["tensorflow"]
+                line += (f" {_mib(t['bytes'])} | {t['bytes'] / n['bytes']:.3f} | "
+                         f"{_mib(t['temp_bytes'])} | {t['longest_chain']} | "
+                         f"{len(t['full_size_float32'])} / {len(t['float32_input_copies'])} |")
+            lines.append(line)
         lines.append("")
     return "\n".join(lines)
 
@@ -272,8 +256,11 @@ def main(argv=None):
     parser.add_argument("--out", default="aot-results")
     parser.add_argument("--targets", nargs="+", default=list(targets.TARGETS),
                         choices=list(targets.TARGETS))
-    parser.add_argument("--cases", choices=("quick", "all"), default="all")
+    parser.add_argument("--cases", choices=("quick", "test", "all"), default="all")
     parser.add_argument("--only", help="only the cases whose name contains this")
+    parser.add_argument("--tensorflow", metavar="DIR",
+                        help="also compile TensorFlow's programs from this folder "
+                             "(tensorflow_programs.py, run with TensorFlow)")
     parser.add_argument("--hlo", action="store_true",
                         help="also write the optimized HLO of every program")
     run(parser.parse_args(argv))

@@ -3,10 +3,12 @@ formula's bytes: `make test` runs this file in `.venv-aot` (jax[tpu] with libtpu
 CUDA plugin), apart from the other tests, whose JAX has no TPU or GPU plugin.
 
 The report (`make bench-aot`, benchmarks/results/aot/) covers the whole grid on six
-targets; this is a sample of it on one TPU and one GPU target. Byte counts and memory of
+targets; this is a sample of it on one TPU and one GPU target, for `wiou_ops.jax` and for
+TensorFlow's program of the Keras loss. Byte counts and memory of
 a compiled program are deterministic, so they are asserted here.
 """
 
+import os
 import pathlib
 import re
 import sys
@@ -16,6 +18,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "aot"))
 
+import cases as grid  # noqa: E402
 import hlo  # noqa: E402
 import report  # noqa: E402  (sets the deviceless environment before JAX is imported)
 import targets  # noqa: E402
@@ -26,15 +29,11 @@ import targets  # noqa: E402
 BYTES_ALLOWANCE = 1.01
 TEMP_ALLOWANCE = 2**20  # the issue's: temp memory <= the naive program's + 1 MiB
 
-CASES = [report.Case("bfloat16", "uint8"), report.Case("float32", "float32"),
-         report.Case("bfloat16", "float32", weighting="class", from_logits=True),
-         report.Case("float32", "uint8", weighting="pixel", per_image=True),
-         report.Case("bfloat16", "uint8", weighting="pixel", weight_map=True),
-         report.Case("bfloat16", "uint8", weighting="pixel", from_logits=True),
-         report.Case("bfloat16", "uint8", classes=19, from_logits=True),
-         report.Case("bfloat16", "float32", classes=6, sparse=False, from_logits=True),
-         report.Case("float32", "float32", classes=6, sparse=False, multi_label=True,
-                     from_logits=True)]
+CASES = grid.TEST_CASES
+# TensorFlow's programs of CASES (benchmarks/aot/tensorflow_programs.py, run with
+# TensorFlow: `make test` writes them here before it runs this file).
+TENSORFLOW_PROGRAMS = os.environ.get("WIOU_OPS_TF_PROGRAMS",
+                                     str(ROOT / "build" / "aot-tensorflow"))
 
 
 @pytest.fixture(scope="module", params=["v5e", "h100"])
@@ -42,33 +41,57 @@ def target(request):
     return request.param, targets.TARGETS[request.param].devices()
 
 
+_NAIVE = {}
+
+
+def _naive(name, devices, case):
+    """The naive program's numbers (compiled once per target and case)."""
+    if (name, case) not in _NAIVE:
+        compiled = report.compile_program(report.loss_functions(case)["naive"], case, devices)
+        _NAIVE[name, case] = report.measure(compiled, case, len(devices))[0]
+    return _NAIVE[name, case]
+
+
+def _assert_never_worse(name, case, ours, text, naive):
+    assert ours["bytes"] <= naive["bytes"] * BYTES_ALLOWANCE, (name, ours, naive)
+    assert ours["temp_bytes"] <= naive["temp_bytes"] + TEMP_ALLOWANCE, (name, ours, naive)
+    # No float32 copy of an input. (XLA:GPU's Triton softmax may keep p̂ in float32 for
+    # the backward: a temporary, not a copy, counted in the bytes above.)
+    assert ours["float32_input_copies"] == [], ours["float32_input_copies"]
+    if case.classes is None:
+        assert ours["full_size_float32"] == [], ours["full_size_float32"]
+    # The accumulation chains: no reduction adds more than 2^16 float32 numbers into one.
+    assert ours["longest_chain"] <= 2**16
+    # Chosen for the target, not for this CPU host: no (G, n/32, 32) blocks of XLA:CPU.
+    assert not re.search(r"f32\[\d+,\d+,32\]", text)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_never_more_bytes_or_memory_than_the_naive_formula(target, case):
     name, devices = target
-    measured = {}
-    for which, fn in report.loss_functions(case).items():
-        compiled = report.compile_program(fn, case, devices)
-        measured[which], text = report.measure(compiled, case, len(devices))
-        if which == "wiou_ops":
-            wiou_text = text
-    naive, wiou = measured["naive"], measured["wiou_ops"]
-    assert wiou["bytes"] <= naive["bytes"] * BYTES_ALLOWANCE, (name, wiou, naive)
-    assert wiou["temp_bytes"] <= naive["temp_bytes"] + TEMP_ALLOWANCE, (name, wiou, naive)
-    # No float32 copy of an input. (XLA:GPU's Triton softmax may keep p̂ in float32 for
-    # the backward: a temporary, not a copy, counted in the bytes above.)
-    assert wiou["float32_input_copies"] == [], wiou["float32_input_copies"]
-    if case.classes is None:
-        assert wiou["full_size_float32"] == [], wiou["full_size_float32"]
-    # The accumulation chains: no reduction adds more than 2^16 float32 numbers into one.
-    assert wiou["longest_chain"] <= 2**16
-    # Chosen for the target, not for this CPU host: no (G, n/32, 32) blocks of XLA:CPU.
-    assert not re.search(r"f32\[\d+,\d+,32\]", wiou_text)
+    compiled = report.compile_program(report.loss_functions(case)["wiou_ops"], case, devices)
+    ours, text = report.measure(compiled, case, len(devices))
+    _assert_never_worse(name, case, ours, text, _naive(name, devices, case))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_tensorflow_program_never_costs_more_than_the_naive_formula(target, case):
+    """TensorFlow's HLO of the Keras loss in a jit_compile step, compiled for the target
+    by the same compiler, held to the same naive program (one chip's shard of it)."""
+    name, devices = target
+    path = report.tensorflow_program(TENSORFLOW_PROGRAMS, targets.TARGETS[name], case)
+    assert path.exists(), (f"{path} is missing: write it with TensorFlow, "
+                           "`.venv/bin/python benchmarks/aot/tensorflow_programs.py "
+                           f"--cases test --out {TENSORFLOW_PROGRAMS}` (make test does)")
+    ours, text = report.measure(report.compile_tensorflow(path, devices[0]), case,
+                                len(devices), shard=False)
+    _assert_never_worse(name, case, ours, text, _naive(name, devices, case))
 
 
 def test_the_byte_count_agrees_with_xla_on_tpu():
     """hlo.program_bytes (the only count on GPU) against XLA:TPU's own bytes accessed."""
     devices = targets.TARGETS["v5e"].devices()
-    case = report.Case("float32", "float32", weighting="pixel")
+    case = grid.Case("float32", "float32", weighting="pixel")
     for fn in report.loss_functions(case).values():
         measured, _ = report.measure(report.compile_program(fn, case, devices), case,
                                      len(devices))

@@ -11,6 +11,10 @@ the loss with ``_common.reduction``. ``implementation="auto"``:
 * otherwise -> ``xla`` (its own nested ``jit_compile``): on GPU, and on CPU when
   the native op is missing. ``graph`` (plain TensorFlow ops, no XLA) is slower
   than ``xla`` on CPU (benchmarks/results/) and stays available by name.
+
+``xla`` is compiled for the platform the step runs on (``compiled_platform``: TPU
+under a TPUStrategy or on a TPU device, GPU on a GPU device, else CPU), never from what
+the host happens to have.
 """
 
 import tensorflow as tf
@@ -18,6 +22,7 @@ import tensorflow as tf
 from wiou_ops._common import reduction
 from wiou_ops._kernels import custom_gradient, native, xla
 
+# Each name maps to one implementation, or to one per platform (``xla``: ``compiled_platform``).
 IMPLEMENTATIONS = {"xla": xla.XLA, "graph": xla.GRAPH}
 if native.NATIVE is not None:
     IMPLEMENTATIONS = {"native": native.NATIVE, **IMPLEMENTATIONS}
@@ -44,11 +49,18 @@ def in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
-def _on_cpu(tensor):
-    if not tf.config.list_logical_devices("GPU"):
-        return True
-    # With a GPU visible, an unplaced graph tensor will most likely go there.
-    return "CPU" in (getattr(tensor, "device", "") or "").upper()
+def compiled_platform(tensor):
+    """"tpu", "gpu" or "cpu": the platform a step computing ``tensor`` runs on, from the
+    strategy it runs under and the tensor's device. With a GPU visible, an unplaced graph
+    tensor will most likely go there."""
+    device = (getattr(tensor, "device", "") or "").upper()
+    strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)
+                  ) or ":TPU:" in device:
+        return "tpu"
+    if ":GPU:" in device:
+        return "gpu"
+    return "cpu" if ":CPU:" in device or not tf.config.list_logical_devices("GPU") else "gpu"
 
 
 def _check_native(y_true, y_pred, supports=native.supports):
@@ -80,17 +92,18 @@ def select(implementation, y_true, y_pred, implementations=None, supports=native
         use_native = (
             "native" in implementations
             and not in_xla_context()
-            and _on_cpu(y_pred)
+            and compiled_platform(y_pred) == "cpu"
             and supports(y_true, y_pred)
         )
-        return implementations["native" if use_native else "xla"]
-    if implementation == "native":
+        implementation = "native" if use_native else "xla"
+    elif implementation == "native":
         _check_native(y_true, y_pred, supports)
     if implementation not in implementations:
         raise ValueError(
             f"Unknown implementation={implementation!r}; expected 'auto' or one of "
             f"{available()}.")
-    return implementations[implementation]
+    chosen = implementations[implementation]
+    return chosen[compiled_platform(y_pred)] if isinstance(chosen, dict) else chosen
 
 
 def as_inputs(y_true, y_pred, per_image=False):

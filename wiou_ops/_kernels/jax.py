@@ -160,12 +160,6 @@ def _row_local_sums(y_true, y_pred, weights, spec):
                      axis=1)
 
 
-def _group_axes(ndim, per_image, keep_last=False):
-    """The axes one group's sum runs over: all, or all but the batch axis (``per_image``);
-    ``keep_last`` keeps the class axis too."""
-    return tuple(range(1 if per_image else 0, ndim - (1 if keep_last else 0)))
-
-
 def _native(y_true, y_pred, weights, spec):
     """(y, x, m) in the inputs' own shape and the accumulation dtype; m None for m = 1."""
     acc = _accumulation_dtype(y_pred.dtype)
@@ -183,7 +177,7 @@ def _native_local_sums(y_true, y_pred, weights, spec):
         # a number ties it to y_pred, so the three sums share one pass; a NaN prediction
         # makes I and U, hence the loss, NaN in either case.
         terms[2] = jnp.where(x == x, terms[2], 0.0)
-    axes = _group_axes(y.ndim, spec.per_image)
+    axes = _iou.group_axes(y.ndim, spec.per_image)
     return jnp.stack([staged_sum(t, axes).reshape(-1) for t in terms], axis=1)
 
 
@@ -386,7 +380,7 @@ def _multiclass_local_sums(labels, y_pred, weights, spec):
     def native(labels, y_pred, weights):
         y, x, s = _multiclass_native(labels, y_pred, weights, spec)
         p = _multiclass.probabilities(x, spec, JAX_OPS)
-        axes = _group_axes(y.ndim, spec.per_image, keep_last=True)
+        axes = _iou.group_axes(y.ndim, spec.per_image, keep_last=True)
         return jnp.stack([staged_sum(t, axes).reshape(-1, spec.num_classes)
                           for t in _multiclass.sums_terms(y, p, s)], axis=-1)
 

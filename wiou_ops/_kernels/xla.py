@@ -2,16 +2,27 @@
 
 One piece of math (wrapped by ``custom_gradient.FusedIoUSums``), two ways to run it:
 
-* ``xla``: forward and backward are each one ``tf.function(jit_compile=True)``:
-  the sums come from one fused pass over ``y_true``, ``y_pred`` (and the
-  weight map), the gradient from one elementwise pass; 16-bit predictions are
-  widened inside the fusion, never as a whole-tensor copy.
+* ``xla``: forward and backward are each one ``tf.function(jit_compile=True)`` (inlined
+  into a caller's own compiled step): the sums come from one fused pass over ``y_true``,
+  ``y_pred`` (and the weight map), the gradient from one elementwise pass; 16-bit
+  predictions are widened inside the fusion, never as a whole-tensor copy.
 * ``graph``: the same functions without XLA (plain TensorFlow graph ops; its
   casts and temporaries are materialized: the portable fallback).
 
-Both reshape the inputs to (G, n): G = batch size with ``per_image``, else 1.
+``xla`` is built once per platform it compiles for (``XLA[platform]``; the backend picks
+by the device or strategy the step runs under), as ``_kernels.jax`` does with
+``lax.platform_dependent``:
+
+* XLA:CPU (``ROW_PLATFORMS``), and ``graph``: the inputs viewed as (G, n) rows (G =
+  batch size with ``per_image``, else 1), summed in levels of 32 (``blocked_row_sums``).
+* TPU and GPU: the inputs in their own shape (a TPU array is tiled over its two minor
+  axes, so a (G, n) view is a relayout copy), summed over their own axes in stages of at
+  most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``). On GPU
+  (``RECOMPUTE_PLATFORMS``) the backward takes its inputs through an optimization
+  barrier, so that XLA recomputes p̂ rather than keep the forward's in float32.
 """
 
+import functools
 import types
 
 import tensorflow as tf
@@ -39,6 +50,11 @@ except KeyError:  # already registered by someone else
     pass
 
 _BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
+# The platforms an ``xla`` kernel is compiled for ("cpu", "gpu", "tpu"): (G, n) rows and
+# blocked sums on ``ROW_PLATFORMS``, the native layout and staged sums elsewhere; the
+# backward's barrier on ``RECOMPUTE_PLATFORMS`` (``_kernels.jax`` says what each measured).
+ROW_PLATFORMS = ("cpu",)
+RECOMPUTE_PLATFORMS = ("gpu",)
 
 
 def _where(condition, x, y):
@@ -55,7 +71,7 @@ def _sum(x, axis=None, keepdims=False):
 
 
 def _arange(n, dtype):
-    return tf.range(n, dtype=dtype)
+    return tf.cast(tf.range(n), dtype)  # tf.range has no 8/16-bit integer kernels
 
 
 def _constant(values, dtype):
@@ -137,28 +153,139 @@ def _gradient(y_true, y_pred, weights, coef, spec):
     return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
 
 
-def _make(name, jit):
-    """(implementation, sums kernel, gradient kernel); the kernels compiled when ``jit``."""
-    sum_fn = blocked_row_sums if jit else _plain_sum
+def staged_sum(x, axes):
+    """x summed over ``axes`` in the stages of ``_iou.reduction_stages`` (TPU, GPU).
+
+    No stage adds more than ``_iou.SUM_CHAIN_LIMIT`` numbers into one output; the partial
+    sums pass through an optimization barrier (XLA folds a reduction of a reduction back
+    into one). Only outer axes are ever split, so the first stage reads x in its own
+    layout and the elementwise terms fuse into it. An axis whose length is unknown when
+    the step is traced (a Keras batch axis, say) is summed in a last stage of its own.
+    """
+    static = x.shape.as_list()
+    known = [a for a in axes if static[a] is not None]
+    unknown = [a for a in axes if static[a] is None]
+    dims = [d if d is not None else tf.shape(x, out_type=tf.int64)[a]
+            for a, d in enumerate(static)]
+    origin = list(range(len(static)))  # which input axis each current axis is, if whole
+    steps = _iou.reduction_stages([d or 1 for d in static], known)
+    for index, step in enumerate(steps):
+        if step[0] == "split":
+            dims = list(_iou.stage_shape(dims, step))
+            origin[step[1]:step[1] + 1] = [None, None]
+            x = tf.reshape(x, dims if all(isinstance(d, int) for d in dims) else tf.stack(
+                [tf.constant(d, tf.int64) if isinstance(d, int) else d for d in dims]))
+            continue
+        x = tf.reduce_sum(x, axis=list(step[1]))
+        dims = list(_iou.stage_shape(dims, step))
+        origin = [o for a, o in enumerate(origin) if a not in step[1]]
+        if (index < len(steps) - 1 or unknown) and optimization_barrier is not None:
+            (x,) = optimization_barrier(x)
+    if unknown:
+        x = tf.reduce_sum(x, axis=[origin.index(a) for a in unknown])
+    return x
+
+
+def _native(y_true, y_pred, weights, spec):
+    """(y, x, m) in the inputs' own shape and the accumulation dtype; m None for m = 1."""
+    acc = accumulation_dtype(y_pred.dtype)
+    y = tf.cast(y_true, acc)
+    weight_map = None if weights is None else tf.cast(weights, acc)
+    return y, tf.cast(y_pred, acc), _iou.element_weight(y, weight_map, spec)
+
+
+def _native_sums(y_true, y_pred, weights, spec):
+    y, x, m = _native(y_true, y_pred, weights, spec)
+    terms = _iou.sums_terms(y, x, m, spec, TF_OPS)
+    if spec.weighting == "seed":
+        # Σ y tied to y_pred so that XLA:TPU gives it no pass of its own (``_kernels.jax``).
+        terms[2] = _where(tf.equal(x, x), terms[2], 0.0)
+    axes = _iou.group_axes(x.shape.rank, spec.per_image)
+    return tf.stack([tf.reshape(staged_sum(t, axes), [-1]) for t in terms], axis=1)
+
+
+def _expand_groups(a, ndim):
+    """(G, k) per-group values shaped (G, k, 1, ...) to broadcast against an array of
+    ``ndim`` axes in its own shape whose first axis is the batch (G = B or 1)."""
+    return tf.reshape(a, tf.concat([tf.shape(a), tf.ones([max(ndim - 2, 0)], tf.int32)], 0))
+
+
+def _for_backward(inputs, recompute):
+    """The backward's inputs (None entries kept), behind an optimization barrier where
+    ``recompute``: XLA then recomputes p̂ from them instead of keeping the forward's."""
+    if not recompute or optimization_barrier is None:
+        return inputs
+    present = optimization_barrier(*[t for t in inputs if t is not None])
+    present = iter(present)
+    return tuple(None if t is None else next(present) for t in inputs)
+
+
+def _native_gradient(y_true, y_pred, weights, coef, spec, recompute=False):
+    y_true, y_pred, weights = _for_backward((y_true, y_pred, weights), recompute)
+    y, x, m = _native(y_true, y_pred, weights, spec)
+    coef = _expand_groups(tf.cast(coef, x.dtype), x.shape.rank)
+    grad = _iou.input_gradient(coef, y, x, m, spec, TF_OPS)
+    return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
+
+
+def _compiled(fn, rows):
+    # Rows take any shape (reshaped to (G, n) anyway); the staged sums are planned from
+    # the static shape, so the native kernels keep it rather than relax it on a retrace.
+    return tf.function(fn, jit_compile=True, reduce_retracing=rows)
+
+
+def _kernels(platform, rows, native):
+    """(sums, gradient) kernels for ``platform`` ("cpu", "gpu", "tpu"; None: graph ops).
+
+    ``rows`` and ``native``: (sums, gradient) functions on (G, n) rows and on the inputs'
+    own shape (the native gradient takes ``recompute``). TPU and GPU fall back to the rows
+    for a tensor of unknown rank (no axes to stage over).
+    """
+    if platform is None:
+        return rows
+    rows = tuple(_compiled(fn, True) for fn in rows)
+    if platform in ROW_PLATFORMS:
+        return rows
+    native_sums = _compiled(native[0], False)
+    native_gradient = _compiled(functools.partial(
+        native[1], recompute=platform in RECOMPUTE_PLATFORMS), False)
 
     def sums(y_true, y_pred, weights, spec):
-        y, x, m = _grouped(y_true, y_pred, weights, spec)
-        return tf.stack([sum_fn(t) for t in _iou.sums_terms(y, x, m, spec, TF_OPS)], axis=1)
+        kernel = rows[0] if y_pred.shape.rank is None else native_sums
+        return kernel(y_true, y_pred, weights, spec)
 
-    gradient = _gradient
-    if jit:
-        sums = tf.function(sums, jit_compile=True, reduce_retracing=True)
-        gradient = tf.function(gradient, jit_compile=True, reduce_retracing=True)
+    def gradient(y_true, y_pred, weights, coef, spec):
+        kernel = rows[1] if y_pred.shape.rank is None else native_gradient
+        return kernel(y_true, y_pred, weights, coef, spec)
 
+    return sums, gradient
+
+
+def _implementation(name, sums, gradient, coefficients=None):
+    """The ``FusedIoUSums`` of two kernels; the backward re-reads the inputs (nothing
+    saved) and recomputes p̂."""
     def forward(y_true, y_pred, weights, spec, for_gradient):
-        del for_gradient  # nothing to save: the backward re-reads y and p
+        del for_gradient
         return sums(y_true, y_pred, weights, spec), ()
 
     def backward(y_true, y_pred, weights, coef, spec, saved):
         del saved
         return gradient(y_true, y_pred, weights, coef, spec)
 
-    return FusedIoUSums(name, forward, backward), sums, gradient
+    return FusedIoUSums(name, forward, backward, coefficients), sums, gradient
+
+
+def _make(name, platform=None):
+    """(implementation, sums kernel, gradient kernel) of the binary loss for ``platform``
+    (``_kernels``)."""
+    sum_fn = blocked_row_sums if platform is not None else _plain_sum
+
+    def rows_sums(y_true, y_pred, weights, spec):
+        y, x, m = _grouped(y_true, y_pred, weights, spec)
+        return tf.stack([sum_fn(t) for t in _iou.sums_terms(y, x, m, spec, TF_OPS)], axis=1)
+
+    return _implementation(name, *_kernels(platform, (rows_sums, _gradient),
+                                           (_native_sums, _native_gradient)))
 
 
 def _multiclass_grouped(labels, y_pred, weights, spec):
@@ -180,6 +307,25 @@ def _multiclass_grouped(labels, y_pred, weights, spec):
             _multiclass.pixel_weight(labels, weight_map, spec, acc, TF_OPS))
 
 
+def _multiclass_native(labels, y_pred, weights, spec):
+    """(y, x, s) in the inputs' own shape: y and x (..., C), s (...) or None."""
+    acc = accumulation_dtype(y_pred.dtype)
+    weight_map = None if weights is None else tf.cast(weights, acc)
+    ids = _id_dtype(labels.dtype, spec)
+    return (_multiclass.label_indicator(labels, spec, acc, TF_OPS, ids), tf.cast(y_pred, acc),
+            _multiclass.pixel_weight(labels, weight_map, spec, acc, TF_OPS, ids))
+
+
+def _id_dtype(label_dtype, spec):
+    """The labels' own integer type where every class id (and ``ignore_class``) fits in
+    it, else int32: ids compared as they are, with no converted copy."""
+    if not label_dtype.is_integer:
+        return "int32"
+    ids = [spec.num_classes - 1] + ([] if spec.ignore_class is None else [spec.ignore_class])
+    fits = all(label_dtype.min <= i <= label_dtype.max for i in ids)
+    return label_dtype.name if fits else "int32"
+
+
 def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
     y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
     p = _multiclass.probabilities(x, spec, TF_OPS)
@@ -188,42 +334,45 @@ def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
     return row_sums(tf.stack(_multiclass.sums_terms(y, p, s), axis=-1))
 
 
-def _multiclass_gradient(labels, y_pred, weights, coef, spec):
-    y, x, s = _multiclass_grouped(labels, y_pred, weights, spec)
+def _multiclass_native_sums(labels, y_pred, weights, spec):
+    y, x, s = _multiclass_native(labels, y_pred, weights, spec)
+    p = _multiclass.probabilities(x, spec, TF_OPS)
+    axes = _iou.group_axes(x.shape.rank, spec.per_image, keep_last=True)
+    return tf.stack([tf.reshape(staged_sum(t, axes), [-1, spec.num_classes])
+                     for t in _multiclass.sums_terms(y, p, s)], axis=-1)
+
+
+def _multiclass_gradient(labels, y_pred, weights, coef, spec, native=False, recompute=False):
+    labels, y_pred, weights = _for_backward((labels, y_pred, weights), recompute)
+    view = _multiclass_native if native else _multiclass_grouped
+    y, x, s = view(labels, y_pred, weights, spec)
     grad = _multiclass.input_gradient(tf.cast(coef, x.dtype), y, x, s, spec, TF_OPS)
     return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
 
 
-def _make_multiclass(name, jit):
+def _make_multiclass(name, platform=None):
     """The multi-class (implementation, sums kernel, gradient kernel), as ``_make``."""
-    row_sums = blocked_row_sums if jit else _plain_sum
+    row_sums = blocked_row_sums if platform is not None else _plain_sum
 
-    def sums(labels, y_pred, weights, spec):
+    def rows_sums(labels, y_pred, weights, spec):
         return _multiclass_sums(labels, y_pred, weights, spec, row_sums)
 
-    gradient = _multiclass_gradient
-    if jit:
-        sums = tf.function(sums, jit_compile=True, reduce_retracing=True)
-        gradient = tf.function(gradient, jit_compile=True, reduce_retracing=True)
-
-    def forward(labels, y_pred, weights, spec, for_gradient):
-        del for_gradient  # the backward recomputes p̂ from y_pred
-        return sums(labels, y_pred, weights, spec), ()
-
-    def backward(labels, y_pred, weights, coef, spec, saved):
-        del saved
-        return gradient(labels, y_pred, weights, coef, spec)
-
-    return FusedIoUSums(name, forward, backward, coefficients=multiclass_coefficients), sums, \
-        gradient
+    return _implementation(name, *_kernels(
+        platform, (rows_sums, _multiclass_gradient),
+        (_multiclass_native_sums, functools.partial(_multiclass_gradient, native=True))),
+        coefficients=multiclass_coefficients)
 
 
 # Accurate row sums of a (G, n) float32 array, compiled (inlined into a caller's XLA
 # computation): for the full-size maps of Keras's reduction (``_common.reduction``).
 ROW_SUMS = tf.function(blocked_row_sums, jit_compile=True, reduce_retracing=True)
 
-# The compiled kernels are named so that tests can read their optimized HLO.
-XLA, XLA_SUMS, XLA_GRADIENT = _make("xla", jit=True)
-GRAPH, _, _ = _make("graph", jit=False)
-MULTICLASS_XLA, MULTICLASS_XLA_SUMS, MULTICLASS_XLA_GRADIENT = _make_multiclass("xla", jit=True)
-MULTICLASS_GRAPH, _, _ = _make_multiclass("graph", jit=False)
+# One ``xla`` implementation per platform it compiles for; the CPU kernels are named so
+# that tests can read their optimized HLO.
+XLA_CPU, XLA_SUMS, XLA_GRADIENT = _make("xla", "cpu")
+XLA = {"cpu": XLA_CPU, "gpu": _make("xla", "gpu")[0], "tpu": _make("xla", "tpu")[0]}
+MULTICLASS_XLA_CPU, MULTICLASS_XLA_SUMS, MULTICLASS_XLA_GRADIENT = _make_multiclass("xla", "cpu")
+MULTICLASS_XLA = {"cpu": MULTICLASS_XLA_CPU, "gpu": _make_multiclass("xla", "gpu")[0],
+                  "tpu": _make_multiclass("xla", "tpu")[0]}
+GRAPH, _, _ = _make("graph")
+MULTICLASS_GRAPH, _, _ = _make_multiclass("graph")
