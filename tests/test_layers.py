@@ -21,7 +21,8 @@ LAYERS = [
     ("backends", ("wiou_ops._backends",)),
     ("backend-neutral", ("wiou_ops._common",)),
     ("kernels", ("wiou_ops._kernels",)),
-    ("math", ("wiou_ops._iou", "wiou_ops._multiclass")),
+    ("multi-class math", ("wiou_ops._multiclass",)),  # built on the binary math
+    ("math", ("wiou_ops._iou",)),
 ]
 
 

@@ -2,8 +2,8 @@
 
 Plain Python, imported by every layer above it and importing nothing of the
 package. Array math goes through the caller's operators and a small array
-namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``where`` and
-``log`` (``keras.ops`` itself, or the TensorFlow and JAX ones in ``_kernels``), so
+namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``where``,
+``log``, ``exp`` and ``abs`` (``keras.ops`` itself, or the TensorFlow and JAX ones in ``_kernels``), so
 the TensorFlow, JAX and ``keras.ops`` kernels run these very functions; the C++
 loops in ``kernels/`` implement the same ``SumsSpec`` (and are tested against it).
 
@@ -187,9 +187,24 @@ def input_gradient(coef, y, x, m, spec, xp):
     ``dp̂/dx`` is ``1[ε ≤ x ≤ 1-ε]`` (``clip_passes``) or ``p̂·q̂`` for logits.
     """
     factor = vjp_factor(coef, y, m)
-    if spec.from_logits:
+    if not spec.from_logits:
+        return xp.where(clip_passes(x, spec), factor, 0.0)
+    if spec.weighting == "class":
+        # The forward computes σ(x) and σ(-x) both; XLA:TPU keeps them for the backward
+        # whatever its form, and reading them costs less than recomputing from x.
         return factor * (xp.sigmoid(x) * xp.sigmoid(-x))
-    return xp.where(clip_passes(x, spec), factor, 0.0)
+    return factor * sigmoid_slope(x, xp)
+
+
+def sigmoid_slope(x, xp):
+    """dσ/dx = σ(x)·σ(-x) = e/(1 + e)² with e = exp(-|x|): no overflow at any x.
+
+    Written apart from σ itself on purpose: XLA:TPU, finding the forward's σ(x) again in
+    the backward, wrote it out in float32 and read it back (1.17x the naive formula's bytes
+    with float32 logits on v6e, v5p and v4) rather than recompute it.
+    """
+    e = xp.exp(-xp.abs(x))
+    return e / ((1.0 + e) * (1.0 + e))
 
 def element_weight(y, weight_map, spec):
     """m: the weight map (grouped like y, or None) times pixel mode's class weight."""

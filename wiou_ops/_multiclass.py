@@ -3,7 +3,7 @@ the weighted class mean.
 
 Plain Python like ``_iou.py``: array math goes through the caller's operators and an
 array namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``softmax``,
-``where``, ``log``, ``cast``, ``arange``, ``sum`` and ``convert_to_tensor`` (``keras.ops``,
+``where``, ``log``, ``exp``, ``abs``, ``cast``, ``arange``, ``sum`` and ``convert_to_tensor`` (``keras.ops``,
 or the TensorFlow and JAX namespaces in ``_kernels``). The C++ loops (``kernels/wiou_multiclass.h``)
 implement the same sums and VJP and are tested against the same oracle.
 
@@ -35,6 +35,8 @@ elementwise pass (``input_gradient``)::
 """
 
 import dataclasses
+
+from wiou_ops import _iou
 
 # The sums' last axis: intersection, prediction mass, label mass.
 SUMS = ("I", "P", "Y")
@@ -137,7 +139,7 @@ def input_gradient(coef, y, x, s, spec, xp):
         p = xp.softmax(x, axis=-1)
         return p * (g - xp.sum(g * p, axis=-1, keepdims=True))
     if spec.activation == "sigmoid":
-        return g * (xp.sigmoid(x) * xp.sigmoid(-x))
+        return g * _iou.sigmoid_slope(x, xp)
     passes = (x >= spec.epsilon) & (x <= 1.0 - spec.epsilon)
     return xp.where(passes, g, 0.0)
 

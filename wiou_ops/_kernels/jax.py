@@ -45,7 +45,7 @@ def _cast(x, dtype):
 # The array namespace ``_iou`` and ``_multiclass`` compute with (their docstrings say
 # which names).
 JAX_OPS = types.SimpleNamespace(clip=jnp.clip, sigmoid=jax.nn.sigmoid, where=jnp.where,
-                                log=jnp.log, softmax=jax.nn.softmax, cast=_cast, sum=jnp.sum,
+                                log=jnp.log, exp=jnp.exp, abs=jnp.abs, softmax=jax.nn.softmax, cast=_cast, sum=jnp.sum,
                                 arange=jnp.arange, convert_to_tensor=jnp.asarray)
 BACKWARDS = ("auto", "label_codes", "inputs")
 

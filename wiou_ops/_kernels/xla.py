@@ -81,7 +81,7 @@ def _constant(values, dtype):
 # The array namespace ``_iou`` and ``_multiclass`` compute with (their docstrings say
 # which names).
 TF_OPS = types.SimpleNamespace(clip=tf.clip_by_value, sigmoid=tf.sigmoid, where=_where,
-                               log=tf.math.log, softmax=_softmax, cast=tf.cast, sum=_sum,
+                               log=tf.math.log, exp=tf.exp, abs=tf.abs, softmax=_softmax, cast=tf.cast, sum=_sum,
                                arange=_arange, convert_to_tensor=_constant)
 
 
