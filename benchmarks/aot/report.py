@@ -210,7 +210,10 @@ def markdown(results):
              "beside it on TPU); floor: inputs read twice, gradient written once; chain: "
              "the most float32 numbers one reduction adds into one output; full-size f32: "
              "float32 arrays as large as an input that the program writes besides its "
-             "output; f32 input copies: those that only widen or copy an input.", ""]
+             "output; f32 input copies: those that only widen or copy an input. TF: "
+             "TensorFlow's program of the Keras loss (a jit_compile step for one chip's "
+             "shard, benchmarks/aot/tensorflow_programs.py) compiled for the same target.",
+             ""]
     for name, target in results["targets"].items():
         rows = target["rows"]
         tensorflow = all("tensorflow" in r for r in rows)

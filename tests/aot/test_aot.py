@@ -24,8 +24,9 @@ import report  # noqa: E402  (sets the deviceless environment before JAX is impo
 import targets  # noqa: E402
 
 # Not yet met everywhere: the partial sums of the staged reductions and the scalar
-# epilogue put some programs up to 0.8 % over the naive formula's bytes (report.md says
-# which); held here to within 1 %, so that a regression to the old 3.5-7x fails.
+# epilogue put some programs up to 1.3 % over the naive formula's bytes (report.md says
+# which: per_image on TPU, 0.4-1 % of these cases); held here to within 1 %, so that a
+# regression to the old 3.5-7x fails.
 BYTES_ALLOWANCE = 1.01
 TEMP_ALLOWANCE = 2**20  # the issue's: temp memory <= the naive program's + 1 MiB
 
