@@ -14,7 +14,8 @@ by the device or strategy the step runs under), as ``_kernels.jax`` does with
 ``lax.platform_dependent``:
 
 * XLA:CPU (``ROW_PLATFORMS``), and ``graph``: the inputs viewed as (G, n) rows (G =
-  batch size with ``per_image``, else 1), summed in levels of 32 (``blocked_row_sums``).
+  batch size with ``per_image``, else 1), summed in levels of 32 (``blocked_row_sums``);
+  the multi-class sums on XLA:CPU as on TPU, in stages of ``_iou.CPU_SUM_CHAIN_LIMIT``.
 * TPU and GPU: the inputs in their own shape (a TPU array is tiled over its two minor
   axes, so a (G, n) view is a relayout copy), summed over their own axes in stages of at
   most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``). On GPU
@@ -153,10 +154,11 @@ def _gradient(y_true, y_pred, weights, coef, spec):
     return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
 
 
-def staged_sum(x, axes):
-    """x summed over ``axes`` in the stages of ``_iou.reduction_stages`` (TPU, GPU).
+def staged_sum(x, axes, limit=_iou.SUM_CHAIN_LIMIT):
+    """x summed over ``axes`` in the stages of ``_iou.reduction_stages`` (TPU, GPU; the
+    multi-class sums on CPU with ``limit=_iou.CPU_SUM_CHAIN_LIMIT``).
 
-    No stage adds more than ``_iou.SUM_CHAIN_LIMIT`` numbers into one output; the partial
+    No stage adds more than ``limit`` numbers into one output; the partial
     sums pass through an optimization barrier (XLA folds a reduction of a reduction back
     into one). Only outer axes are ever split, so the first stage reads x in its own
     layout and the elementwise terms fuse into it. An axis whose length is unknown when
@@ -168,7 +170,7 @@ def staged_sum(x, axes):
     dims = [d if d is not None else tf.shape(x, out_type=tf.int64)[a]
             for a, d in enumerate(static)]
     origin = list(range(len(static)))  # which input axis each current axis is, if whole
-    steps = _iou.reduction_stages([d or 1 for d in static], known)
+    steps = _iou.reduction_stages([d or 1 for d in static], known, limit)
     for index, step in enumerate(steps):
         if step[0] == "split":
             dims = list(_iou.stage_shape(dims, step))
@@ -234,17 +236,17 @@ def _compiled(fn, rows):
     return tf.function(fn, jit_compile=True, reduce_retracing=rows)
 
 
-def _kernels(platform, rows, native):
+def _kernels(platform, rows, native, row_platforms=ROW_PLATFORMS):
     """(sums, gradient) kernels for ``platform`` ("cpu", "gpu", "tpu"; None: graph ops).
 
     ``rows`` and ``native``: (sums, gradient) functions on (G, n) rows and on the inputs'
-    own shape (the native gradient takes ``recompute``). TPU and GPU fall back to the rows
-    for a tensor of unknown rank (no axes to stage over).
+    own shape (the native gradient takes ``recompute``); ``row_platforms`` take the rows.
+    The others fall back to the rows for a tensor of unknown rank (no axes to stage over).
     """
     if platform is None:
         return rows
     rows = tuple(_compiled(fn, True) for fn in rows)
-    if platform in ROW_PLATFORMS:
+    if platform in row_platforms:
         return rows
     native_sums = _compiled(native[0], False)
     native_gradient = _compiled(functools.partial(
@@ -334,11 +336,11 @@ def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
     return row_sums(tf.stack(_multiclass.sums_terms(y, p, s), axis=-1))
 
 
-def _multiclass_native_sums(labels, y_pred, weights, spec):
+def _multiclass_native_sums(labels, y_pred, weights, spec, limit=_iou.SUM_CHAIN_LIMIT):
     y, x, s = _multiclass_native(labels, y_pred, weights, spec)
     p = _multiclass.probabilities(x, spec, TF_OPS)
     axes = _iou.group_axes(x.shape.rank, spec.per_image, keep_last=True)
-    return tf.stack([tf.reshape(staged_sum(t, axes), [-1, spec.num_classes])
+    return tf.stack([tf.reshape(staged_sum(t, axes, limit), [-1, spec.num_classes])
                      for t in _multiclass.sums_terms(y, p, s)], axis=-1)
 
 
@@ -351,15 +353,18 @@ def _multiclass_gradient(labels, y_pred, weights, coef, spec, native=False, reco
 
 
 def _make_multiclass(name, platform=None):
-    """The multi-class (implementation, sums kernel, gradient kernel), as ``_make``."""
+    """The multi-class (implementation, sums kernel, gradient kernel), as ``_make``; the
+    native layout on every platform, CPU included (``_iou.CPU_SUM_CHAIN_LIMIT``)."""
     row_sums = blocked_row_sums if platform is not None else _plain_sum
 
     def rows_sums(labels, y_pred, weights, spec):
         return _multiclass_sums(labels, y_pred, weights, spec, row_sums)
 
+    limit = _iou.CPU_SUM_CHAIN_LIMIT if platform == "cpu" else _iou.SUM_CHAIN_LIMIT
     return _implementation(name, *_kernels(
         platform, (rows_sums, _multiclass_gradient),
-        (_multiclass_native_sums, functools.partial(_multiclass_gradient, native=True))),
+        (functools.partial(_multiclass_native_sums, limit=limit),
+         functools.partial(_multiclass_gradient, native=True)), row_platforms=()),
         coefficients=multiclass_coefficients)
 
 
@@ -367,12 +372,11 @@ def _make_multiclass(name, platform=None):
 # computation): for the full-size maps of Keras's reduction (``_common.reduction``).
 ROW_SUMS = tf.function(blocked_row_sums, jit_compile=True, reduce_retracing=True)
 
-# One ``xla`` implementation per platform it compiles for; the CPU kernels are named so
-# that tests can read their optimized HLO.
+# One ``xla`` implementation per platform it compiles for; the binary CPU kernels are
+# named so that tests can read their optimized HLO.
 XLA_CPU, XLA_SUMS, XLA_GRADIENT = _make("xla", "cpu")
 XLA = {"cpu": XLA_CPU, "gpu": _make("xla", "gpu")[0], "tpu": _make("xla", "tpu")[0]}
-MULTICLASS_XLA_CPU, MULTICLASS_XLA_SUMS, MULTICLASS_XLA_GRADIENT = _make_multiclass("xla", "cpu")
-MULTICLASS_XLA = {"cpu": MULTICLASS_XLA_CPU, "gpu": _make_multiclass("xla", "gpu")[0],
-                  "tpu": _make_multiclass("xla", "tpu")[0]}
+MULTICLASS_XLA = {platform: _make_multiclass("xla", platform)[0]
+                  for platform in ("cpu", "gpu", "tpu")}
 GRAPH, _, _ = _make("graph")
 MULTICLASS_GRAPH, _, _ = _make_multiclass("graph")
