@@ -3,8 +3,8 @@
 Plain Python, imported by every layer above it and importing nothing of the
 package. Array math goes through the caller's operators and a small array
 namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``where``,
-``log``, ``exp`` and ``abs`` (``keras.ops`` itself, or the TensorFlow and JAX ones in ``_kernels``), so
-the TensorFlow, JAX and ``keras.ops`` kernels run these very functions; the C++
+``log``, ``exp`` and ``abs`` (``keras.ops`` itself, or the TensorFlow and JAX ones in
+``_kernels``), so the TensorFlow, JAX and ``keras.ops`` kernels run these very functions; the C++
 loops in ``kernels/`` implement the same ``SumsSpec`` (and are tested against it).
 
 Notation, for one group (the whole batch, or one image with ``per_image``)::

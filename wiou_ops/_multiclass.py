@@ -3,8 +3,8 @@ the weighted class mean.
 
 Plain Python like ``_iou.py``: array math goes through the caller's operators and an
 array namespace ``xp`` with the ``keras.ops`` names ``clip``, ``sigmoid``, ``softmax``,
-``where``, ``log``, ``exp``, ``abs``, ``cast``, ``arange``, ``sum`` and ``convert_to_tensor`` (``keras.ops``,
-or the TensorFlow and JAX namespaces in ``_kernels``). The C++ loops (``kernels/wiou_multiclass.h``)
+``where``, ``log``, ``exp``, ``abs``, ``cast``, ``arange``, ``sum`` and
+``convert_to_tensor`` (``keras.ops``, or the TensorFlow and JAX namespaces in ``_kernels``). The C++ loops (``kernels/wiou_multiclass.h``)
 implement the same sums and VJP and are tested against the same oracle.
 
 Notation, per group g (the batch, or one image with ``per_image``) and class c, for
@@ -98,6 +98,17 @@ def label_indicator(labels, spec, dtype, xp, id_dtype="int32"):
         return xp.cast(labels, dtype)
     ids = xp.cast(labels, id_dtype)[..., None]
     return xp.cast(ids == xp.arange(spec.num_classes, dtype=id_dtype), dtype)
+
+
+def id_dtype(spec, label_dtype_name, bounds):
+    """The integer type sparse ids are compared in (``label_indicator``'s ``id_dtype``):
+    the labels' own, ``label_dtype_name`` with (min, max) ``bounds`` (None: not an integer
+    type), where every class id and ``ignore_class`` fits in it, else int32. Compared as
+    they are, the ids need no converted copy (XLA:TPU wrote uint8 ids out as int32)."""
+    if bounds is None:
+        return "int32"
+    ids = [spec.num_classes - 1] + ([] if spec.ignore_class is None else [spec.ignore_class])
+    return label_dtype_name if all(bounds[0] <= i <= bounds[1] for i in ids) else "int32"
 
 
 def pixel_weight(labels, weight_map, spec, dtype, xp, id_dtype="int32"):

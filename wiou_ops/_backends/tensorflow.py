@@ -88,11 +88,12 @@ def select(implementation, y_true, y_pred, implementations=None, supports=native
     ``implementations`` and ``supports``: the multi-class loss's (default: the binary's).
     """
     implementations = IMPLEMENTATIONS if implementations is None else implementations
+    platform = compiled_platform(y_pred)
     if implementation == "auto":
         use_native = (
             "native" in implementations
             and not in_xla_context()
-            and compiled_platform(y_pred) == "cpu"
+            and platform == "cpu"
             and supports(y_true, y_pred)
         )
         implementation = "native" if use_native else "xla"
@@ -103,7 +104,7 @@ def select(implementation, y_true, y_pred, implementations=None, supports=native
             f"Unknown implementation={implementation!r}; expected 'auto' or one of "
             f"{available()}.")
     chosen = implementations[implementation]
-    return chosen[compiled_platform(y_pred)] if isinstance(chosen, dict) else chosen
+    return chosen[platform] if isinstance(chosen, dict) else chosen
 
 
 def as_inputs(y_true, y_pred, per_image=False):

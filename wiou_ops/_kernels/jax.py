@@ -45,8 +45,9 @@ def _cast(x, dtype):
 # The array namespace ``_iou`` and ``_multiclass`` compute with (their docstrings say
 # which names).
 JAX_OPS = types.SimpleNamespace(clip=jnp.clip, sigmoid=jax.nn.sigmoid, where=jnp.where,
-                                log=jnp.log, exp=jnp.exp, abs=jnp.abs, softmax=jax.nn.softmax, cast=_cast, sum=jnp.sum,
-                                arange=jnp.arange, convert_to_tensor=jnp.asarray)
+                                log=jnp.log, exp=jnp.exp, abs=jnp.abs, softmax=jax.nn.softmax,
+                                cast=_cast, sum=jnp.sum, arange=jnp.arange,
+                                convert_to_tensor=jnp.asarray)
 BACKWARDS = ("auto", "label_codes", "inputs")
 
 _BLOCK, _LEVELS = _iou.SUM_BLOCK, _iou.SUM_LEVELS
@@ -358,15 +359,11 @@ def _multiclass_native(labels, y_pred, weights, spec):
 
 
 def _id_dtype(label_dtype, spec):
-    """The labels' own integer type where every class id (and ``ignore_class``) fits in
-    it, else int32: the ids are then compared as they are, with no converted copy (XLA:TPU
-    wrote uint8 ids out as int32 before comparing them)."""
-    if not jnp.issubdtype(label_dtype, jnp.integer):
-        return "int32"
-    info = jnp.iinfo(label_dtype)
-    ids = [spec.num_classes - 1] + ([] if spec.ignore_class is None else [spec.ignore_class])
-    return jnp.dtype(label_dtype).name if all(info.min <= i <= info.max for i in ids) \
-        else "int32"
+    """``_multiclass.id_dtype`` of a JAX dtype."""
+    integer = jnp.issubdtype(label_dtype, jnp.integer)
+    info = jnp.iinfo(label_dtype) if integer else None
+    return _multiclass.id_dtype(spec, jnp.dtype(label_dtype).name,
+                                (info.min, info.max) if integer else None)
 
 
 def _multiclass_local_sums(labels, y_pred, weights, spec):

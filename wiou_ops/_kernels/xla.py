@@ -82,8 +82,9 @@ def _constant(values, dtype):
 # The array namespace ``_iou`` and ``_multiclass`` compute with (their docstrings say
 # which names).
 TF_OPS = types.SimpleNamespace(clip=tf.clip_by_value, sigmoid=tf.sigmoid, where=_where,
-                               log=tf.math.log, exp=tf.exp, abs=tf.abs, softmax=_softmax, cast=tf.cast, sum=_sum,
-                               arange=_arange, convert_to_tensor=_constant)
+                               log=tf.math.log, exp=tf.exp, abs=tf.abs, softmax=_softmax,
+                               cast=tf.cast, sum=_sum, arange=_arange,
+                               convert_to_tensor=_constant)
 
 
 def _plain_sum(x):
@@ -212,18 +213,17 @@ def _expand_groups(a, ndim):
     return tf.reshape(a, tf.concat([tf.shape(a), tf.ones([max(ndim - 2, 0)], tf.int32)], 0))
 
 
-def _for_backward(inputs, recompute):
+def _inputs_for_backward(inputs, recompute):
     """The backward's inputs (None entries kept), behind an optimization barrier where
     ``recompute``: XLA then recomputes p̂ from them instead of keeping the forward's."""
     if not recompute or optimization_barrier is None:
         return inputs
-    present = optimization_barrier(*[t for t in inputs if t is not None])
-    present = iter(present)
+    present = iter(optimization_barrier(*[t for t in inputs if t is not None]))
     return tuple(None if t is None else next(present) for t in inputs)
 
 
 def _native_gradient(y_true, y_pred, weights, coef, spec, recompute=False):
-    y_true, y_pred, weights = _for_backward((y_true, y_pred, weights), recompute)
+    y_true, y_pred, weights = _inputs_for_backward((y_true, y_pred, weights), recompute)
     y, x, m = _native(y_true, y_pred, weights, spec)
     coef = _expand_groups(tf.cast(coef, x.dtype), x.shape.rank)
     grad = _iou.input_gradient(coef, y, x, m, spec, TF_OPS)
@@ -319,13 +319,9 @@ def _multiclass_native(labels, y_pred, weights, spec):
 
 
 def _id_dtype(label_dtype, spec):
-    """The labels' own integer type where every class id (and ``ignore_class``) fits in
-    it, else int32: ids compared as they are, with no converted copy."""
-    if not label_dtype.is_integer:
-        return "int32"
-    ids = [spec.num_classes - 1] + ([] if spec.ignore_class is None else [spec.ignore_class])
-    fits = all(label_dtype.min <= i <= label_dtype.max for i in ids)
-    return label_dtype.name if fits else "int32"
+    """``_multiclass.id_dtype`` of a TensorFlow dtype."""
+    bounds = (label_dtype.min, label_dtype.max) if label_dtype.is_integer else None
+    return _multiclass.id_dtype(spec, label_dtype.name, bounds)
 
 
 def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
@@ -345,7 +341,7 @@ def _multiclass_native_sums(labels, y_pred, weights, spec, limit=_iou.SUM_CHAIN_
 
 
 def _multiclass_gradient(labels, y_pred, weights, coef, spec, native=False, recompute=False):
-    labels, y_pred, weights = _for_backward((labels, y_pred, weights), recompute)
+    labels, y_pred, weights = _inputs_for_backward((labels, y_pred, weights), recompute)
     view = _multiclass_native if native else _multiclass_grouped
     y, x, s = view(labels, y_pred, weights, spec)
     grad = _multiclass.input_gradient(tf.cast(coef, x.dtype), y, x, s, spec, TF_OPS)
