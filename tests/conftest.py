@@ -9,9 +9,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 @pytest.fixture(params=["rows", "native", "native-gpu"])
 def layout(request, monkeypatch):
     """Every program of the kernel, run on this CPU: "rows" (XLA:CPU's own, blocked sums),
-    "native" (TPU: the inputs' own shape, staged sums) and "native-gpu" (the same, with the
-    GPU's barrier before the backward recomputes p̂), the native ones by lowering their
-    branch for CPU. Caches are cleared so that no trace of another layout is reused."""
+    "native" (TPU: the inputs' own shape, staged sums) and "native-gpu" (GPU: the staged
+    sums planned for XLA:GPU, the barrier before the backward recomputes p̂, float32 ids),
+    the native ones by lowering their branch for CPU. Caches are cleared so that no trace
+    of another layout is reused."""
     import jax
 
     from wiou_ops._kernels import jax as jax_kernel
@@ -21,5 +22,6 @@ def layout(request, monkeypatch):
         monkeypatch.setattr(jax_kernel, "ROW_PLATFORMS", ())
     if request.param == "native-gpu":
         monkeypatch.setattr(jax_kernel, "RECOMPUTE_PLATFORMS", ("cpu",))
+        monkeypatch.setattr(jax_kernel, "GPU_STAGE_PLATFORMS", ("cpu",))
     yield request.param
     jax.clear_caches()

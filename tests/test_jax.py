@@ -118,7 +118,7 @@ def test_plain_function_errors_name_the_argument():
         wiou_jax.weighted_iou_loss(y_true, y_pred, reduction="none")
 
 
-@pytest.mark.parametrize("layout_name", ["rows", "native"])
+@pytest.mark.parametrize("layout_name", ["rows", "native", "native-gpu"])
 def test_sharded_equals_unsharded_on_8_devices(layout_name):
     code = """
         import os
@@ -132,8 +132,10 @@ def test_sharded_equals_unsharded_on_8_devices(layout_name):
         import sys
         from wiou_ops import jax as wiou_jax
         from wiou_ops._kernels import jax as jax_kernel
-        if sys.argv[1] == "native":  # the TPU/GPU layout, lowered for this CPU
+        if sys.argv[1] != "rows":  # the TPU/GPU layout, lowered for this CPU
             jax_kernel.ROW_PLATFORMS = ()
+        if sys.argv[1] == "native-gpu":  # XLA:GPU's stages and backward
+            jax_kernel.GPU_STAGE_PLATFORMS = jax_kernel.RECOMPUTE_PLATFORMS = ("cpu",)
         assert len(jax.devices()) == 8
         mesh = jax.make_mesh((8,), ("batch",))
         rng = np.random.default_rng(0)
@@ -310,19 +312,31 @@ def test_native_layout_keeps_the_inputs_shape(layout):
     assert on_inputs == (layout == "native-gpu")
 
 
+@pytest.mark.parametrize("platform,limit", [("tpu", _iou.SUM_CHAIN_LIMIT),
+                                            ("cpu", _iou.CPU_SUM_CHAIN_LIMIT),
+                                            ("gpu", _iou.GPU_ROW_STAGE_LIMIT)])
 @pytest.mark.parametrize("shape,axes", [((3, 5, 7), (0, 1, 2)), ((1, 2**31), (0, 1)),
                                         ((128, 512, 512, 1), (0, 1, 2, 3)),
                                         ((8, 512, 512, 19), (0, 1, 2)),
-                                        ((4, 512, 512, 1), (1, 2, 3)), ((2**17 + 1,), (0,))])
-def test_reduction_stages_bound_the_chain(shape, axes):
-    """Every stage adds at most SUM_CHAIN_LIMIT numbers into one output (an axis split
-    where one alone is longer), and the stages sum every element exactly once."""
-    steps = _iou.reduction_stages(shape, axes)
-    assert _iou.chain_bound(shape, steps) <= _iou.SUM_CHAIN_LIMIT
+                                        ((4, 512, 512, 1), (1, 2, 3)), ((2**17 + 1,), (0,)),
+                                        ((4, 2**20, 1), (0, 1, 2)), ((6, 1, 1), (0, 1, 2)),
+                                        ((2, 7, 2**14, 3), (1, 2))])
+def test_reduction_stages_bound_the_chain(shape, axes, platform, limit):
+    """Every stage adds at most the platform's limit of numbers into one output (an axis
+    split where one alone is longer), and the stages sum every element exactly once. On
+    GPU each stage sums adjacent axes (a plain row or column reduction), a column one at
+    most GPU_COLUMN_STAGE_LIMIT."""
+    steps = _iou.stages_for(platform, shape, axes)
+    if platform == "gpu" and (len(shape) - 1) not in axes:
+        limit = _iou.GPU_COLUMN_STAGE_LIMIT
+    # 2^17 + 1 = 3 x 43691 (a prime): that factor is summed whole, as any such axis is.
+    assert _iou.chain_bound(shape, steps) <= (43691 if shape == (2**17 + 1,) else limit)
     kept = shape
     for step in steps:
         if step[0] == "split":
             assert kept[step[1]] % step[2] == 0
+        elif platform == "gpu":
+            assert list(step[1]) == list(range(step[1][0], step[1][-1] + 1)), steps
         kept = _iou.stage_shape(kept, step)
     # What is left is the axes not summed over, in order: every summed element counted once.
     assert kept == tuple(n for a, n in enumerate(shape) if a not in axes)

@@ -374,13 +374,16 @@ def test_call_errors_name_the_argument():
         np.testing.assert_allclose(float(loss(bad, probs)), want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS)
-def test_ids_outside_the_classes_match_none(implementation):
+@pytest.mark.parametrize("implementation", TF_IMPLEMENTATIONS + helpers.XLA_FOR_ACCELERATORS)
+def test_ids_outside_the_classes_match_none(implementation, monkeypatch):
     """int32 ids below 0 or at/above C, without ignore_class, count as pixels of no class
-    (they still weigh in every P_c): value and gradient as the oracle's."""
+    (they still weigh in every P_c): value and gradient as the oracle's. On GPU the
+    backward compares the ids in float32, where 2^24 + 1 and 2^31 - 1 round: still no
+    class."""
+    implementation = helpers.use_implementation(implementation, monkeypatch)
     rng = np.random.default_rng(3)
     ids = rng.integers(-2, 5, (2, 5, 7)).astype(np.int32)
-    ids[0, 0, :3] = [-1, 1000, np.iinfo(np.int32).min]
+    ids[0, 0, :5] = [-1, 1000, np.iinfo(np.int32).min, 2**24 + 1, np.iinfo(np.int32).max]
     z = rng.normal(0.0, 2.0, (2, 5, 7, 3)).astype(np.float32)
     options = dict(sparse_y_true=True, from_logits=True)
     loss = wiou_ops.MultiClassIoULoss(implementation=implementation, **options)
@@ -557,3 +560,18 @@ def test_plain_jax_sharded_equals_unsharded_on_8_devices():
     assert out.returncode == 0, out.stderr[-3000:]
     value_err, grad_err = map(float, out.stdout.split()[-2:])
     assert value_err <= 1e-6 and grad_err <= 1e-5
+
+
+def test_float_ids_only_where_exact():
+    """The GPU backward's float32 ids (``_multiclass.id_dtype(as_float=True)``): only for
+    integer labels and class ids below 2^24, where no other integer rounds onto one."""
+    from types import SimpleNamespace
+
+    from wiou_ops import _multiclass
+
+    spec = SimpleNamespace(num_classes=19, ignore_class=255)
+    assert _multiclass.id_dtype(spec, "uint8", (0, 255), as_float=True) == "float32"
+    assert _multiclass.id_dtype(spec, "uint8", (0, 255)) == "uint8"
+    assert _multiclass.id_dtype(spec, "float32", None, as_float=True) == "int32"
+    big = SimpleNamespace(num_classes=2**24 + 1, ignore_class=None)
+    assert _multiclass.id_dtype(big, "int32", (-2**31, 2**31 - 1), as_float=True) == "int32"

@@ -221,7 +221,7 @@ def markdown(results):
                  for which in ("wiou_ops", "tensorflow") if which == "wiou_ops" or tensorflow}
         lines += [f"## {name}: {target['description']} ({target['chips']} chips)", "",
                   "Largest bytes ratio to naive: " + ", ".join(
-                      f"{which} {ratio:.4f}" for which, ratio in worst.items()) + ".", "",
+                      f"{which} {ratio:.5f}" for which, ratio in worst.items()) + ".", "",
                   "| case | naive MiB | wiou_ops MiB | × naive | × floor | XLA bytes "
                   "× naive | temp MiB naive / wiou_ops | args / out MiB | fusions | "
                   "GFLOP naive / wiou_ops | chain naive / wiou_ops | full-size f32 | f32 input "

@@ -23,11 +23,13 @@ import hlo  # noqa: E402
 import report  # noqa: E402  (sets the deviceless environment before JAX is imported)
 import targets  # noqa: E402
 
-# Not yet met everywhere: the partial sums of the staged reductions and the scalar
-# epilogue put some programs up to 1.3 % over the naive formula's bytes (report.md says
-# which: per_image on TPU, 0.4-1 % of these cases); held here to within 1 %, so that a
-# regression to the old 3.5-7x fails.
-BYTES_ALLOWANCE = 1.01
+# Bytes: the naive formula's on GPU. On TPU the staged sums' partials are extra bytes the
+# naive formula's one reduction has no need of (XLA:TPU splits no reduction itself, as
+# XLA:GPU does): KiB, under 0.1 % of these programs, so 1.001x; with per_image XLA:TPU
+# runs the first stage as a partial sum per image row, written out (up to 1.3 % in
+# report.md), so 1.015x there.
+TPU_BYTES_ALLOWANCE = 1.001
+PER_IMAGE_TPU_BYTES_ALLOWANCE = 1.015
 TEMP_ALLOWANCE = 2**20  # the issue's: temp memory <= the naive program's + 1 MiB
 
 CASES = grid.TEST_CASES
@@ -54,7 +56,10 @@ def _naive(name, devices, case):
 
 
 def _assert_never_worse(name, case, ours, text, naive):
-    assert ours["bytes"] <= naive["bytes"] * BYTES_ALLOWANCE, (name, ours, naive)
+    allowance = 1.0
+    if targets.TARGETS[name].platform == "tpu":
+        allowance = PER_IMAGE_TPU_BYTES_ALLOWANCE if case.per_image else TPU_BYTES_ALLOWANCE
+    assert ours["bytes"] <= naive["bytes"] * allowance, (name, ours, naive)
     assert ours["temp_bytes"] <= naive["temp_bytes"] + TEMP_ALLOWANCE, (name, ours, naive)
     # No float32 copy of an input. (XLA:GPU's Triton softmax may keep p̂ in float32 for
     # the backward: a temporary, not a copy, counted in the bytes above.)

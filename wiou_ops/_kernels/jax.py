@@ -16,7 +16,8 @@ the TPU code):
   (``row_sums``; a row-major reshape is free there).
 * TPU and GPU (``default``): inputs kept in their own shape and layout (a TPU array is
   tiled over its two minor axes, so a (G, n) view is a relayout copy), summed over their
-  own axes in stages of at most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``).
+  own axes in stages of at most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``), each
+  stage planned for its compiler (``_iou.stages_for``).
 
 The backward reads y and p again; with hard labels and no weight map or logits,
 ``backward="label_codes"`` has the forward write a 1-byte code per element for the
@@ -66,6 +67,10 @@ CODE_PLATFORMS = ()
 # formula's bytes and 128 MiB of temp per H100; softmax with one-hot labels up to 1.28x).
 # Not on TPU, where sharing the softmax's max and Σe per pixel saves passes.
 RECOMPUTE_PLATFORMS = ("cuda", "rocm")
+# Where the staged sums take XLA:GPU's plan (``_iou.stages_for``). The sparse-id
+# comparison of the multi-class backward follows RECOMPUTE_PLATFORMS (float32 ids there:
+# ``_multiclass.id_dtype``).
+GPU_STAGE_PLATFORMS = ("cuda", "rocm")
 _PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 
 
@@ -79,8 +84,15 @@ def on_platform(args, branch):
 
 def by_layout(rows, native):
     """The ``branch`` of ``on_platform`` that runs ``rows`` on ``ROW_PLATFORMS`` and
-    ``native`` elsewhere."""
-    return lambda platform: rows if platform in ROW_PLATFORMS else native
+    ``native`` elsewhere, given the ``staged_sum`` plan's platform as ``stages=``."""
+    return lambda platform: rows if platform in ROW_PLATFORMS else functools.partial(
+        native, stages=stage_platform(platform))
+
+
+def stage_platform(platform):
+    """The ``_iou.stages_for`` platform of a ``lax.platform_dependent`` one: "gpu" on
+    ``GPU_STAGE_PLATFORMS``, else "tpu" (the plan for any other compiler too)."""
+    return "gpu" if platform in GPU_STAGE_PLATFORMS else "tpu"
 
 
 def _accumulation_dtype(pred_dtype):
@@ -90,7 +102,8 @@ def _accumulation_dtype(pred_dtype):
 def row_sums(x):
     """Row sums (over axis 1) of a (G, n) or (G, n, C) array, accurate in float32:
     ``blocked_row_sums`` on XLA:CPU, ``staged_sum`` elsewhere."""
-    return on_platform((x,), by_layout(blocked_row_sums, lambda v: staged_sum(v, (1,))))
+    return on_platform((x,), by_layout(
+        blocked_row_sums, lambda v, stages: staged_sum(v, (1,), stages)))
 
 
 def blocked_row_sums(x):
@@ -116,15 +129,15 @@ def blocked_row_sums(x):
     return x.sum(axis=1) + tails
 
 
-def staged_sum(x, axes):
-    """x summed over ``axes`` in the stages of ``_iou.reduction_stages`` (TPU, GPU).
+def staged_sum(x, axes, stages="tpu"):
+    """x summed over ``axes`` in the stages of ``_iou.stages_for(stages, ...)`` (TPU, GPU).
 
     No stage adds more than ``_iou.SUM_CHAIN_LIMIT`` numbers into one output; the
     partial sums pass through an optimization barrier, since XLA folds a reduction of a
-    reduction back into one. The first stage reads the input in its own layout (only
-    outer axes are ever split) and the elementwise terms fuse into it.
+    reduction back into one. The first stage reads the input in its own layout (a split
+    is a free view) and the elementwise terms fuse into it.
     """
-    steps = _iou.reduction_stages(x.shape, axes)
+    steps = _iou.stages_for(stages, x.shape, axes)
     for index, step in enumerate(steps):
         if step[0] == "split":
             x = x.reshape(_iou.stage_shape(x.shape, step))
@@ -169,7 +182,7 @@ def _native(y_true, y_pred, weights, spec):
     return y, y_pred.astype(acc), _iou.element_weight(y, weight_map, spec)
 
 
-def _native_local_sums(y_true, y_pred, weights, spec):
+def _native_local_sums(y_true, y_pred, weights, spec, stages):
     y, x, m = _native(y_true, y_pred, weights, spec)
     terms = _iou.sums_terms(y, x, m, spec, JAX_OPS)
     if spec.weighting == "seed":
@@ -179,7 +192,7 @@ def _native_local_sums(y_true, y_pred, weights, spec):
         # makes I and U, hence the loss, NaN in either case.
         terms[2] = jnp.where(x == x, terms[2], 0.0)
     axes = _iou.group_axes(y.ndim, spec.per_image)
-    return jnp.stack([staged_sum(t, axes).reshape(-1) for t in terms], axis=1)
+    return jnp.stack([staged_sum(t, axes, stages).reshape(-1) for t in terms], axis=1)
 
 
 def _global_sums(sums, spec, axis_name):
@@ -243,9 +256,10 @@ def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name, backward, codes_forw
     with_codes = code_platforms(spec, weights, backward)
 
     @functools.cache
-    def forward(rows, codes):
+    def forward(rows, codes, stages):
         def run(y_true, y_pred, weights):
-            sums_fn = _row_local_sums if rows else _native_local_sums
+            sums_fn = (_row_local_sums if rows else
+                       functools.partial(_native_local_sums, stages=stages))
             if not codes:
                 sums = sums_fn(y_true, y_pred, weights, spec)
                 if not with_codes:
@@ -269,7 +283,7 @@ def _iou_sums_fwd(y_true, y_pred, weights, spec, axis_name, backward, codes_forw
         return run
 
     sums, codes = on_platform((y_true, y_pred, weights), lambda platform: forward(
-        platform in ROW_PLATFORMS, platform in with_codes))
+        platform in ROW_PLATFORMS, platform in with_codes, stage_platform(platform)))
     return _global_sums(sums, spec, axis_name), (y_true, y_pred, weights, codes)
 
 
@@ -349,21 +363,22 @@ def _multiclass_grouped(labels, y_pred, weights, spec):
             _multiclass.pixel_weight(labels, weight_map, spec, acc, JAX_OPS))
 
 
-def _multiclass_native(labels, y_pred, weights, spec):
-    """(y, x, s) in the inputs' own shape: y and x (..., C), s (...) or None."""
+def _multiclass_native(labels, y_pred, weights, spec, float_ids=False):
+    """(y, x, s) in the inputs' own shape: y and x (..., C), s (...) or None; sparse ids
+    compared as float32 where ``float_ids`` (``_multiclass.id_dtype``)."""
     acc = _accumulation_dtype(y_pred.dtype)
     weight_map = None if weights is None else weights.astype(acc)
-    ids = _id_dtype(labels.dtype, spec)
+    ids = _id_dtype(labels.dtype, spec, float_ids)
     return (_multiclass.label_indicator(labels, spec, acc, JAX_OPS, ids), y_pred.astype(acc),
             _multiclass.pixel_weight(labels, weight_map, spec, acc, JAX_OPS, ids))
 
 
-def _id_dtype(label_dtype, spec):
+def _id_dtype(label_dtype, spec, as_float=False):
     """``_multiclass.id_dtype`` of a JAX dtype."""
     integer = jnp.issubdtype(label_dtype, jnp.integer)
     info = jnp.iinfo(label_dtype) if integer else None
     return _multiclass.id_dtype(spec, jnp.dtype(label_dtype).name,
-                                (info.min, info.max) if integer else None)
+                                (info.min, info.max) if integer else None, as_float)
 
 
 def _multiclass_local_sums(labels, y_pred, weights, spec):
@@ -374,11 +389,11 @@ def _multiclass_local_sums(labels, y_pred, weights, spec):
         return jnp.stack([blocked_row_sums(t) for t in _multiclass.sums_terms(y, p, s)],
                          axis=-1)
 
-    def native(labels, y_pred, weights):
+    def native(labels, y_pred, weights, stages):
         y, x, s = _multiclass_native(labels, y_pred, weights, spec)
         p = _multiclass.probabilities(x, spec, JAX_OPS)
         axes = _iou.group_axes(y.ndim, spec.per_image, keep_last=True)
-        return jnp.stack([staged_sum(t, axes).reshape(-1, spec.num_classes)
+        return jnp.stack([staged_sum(t, axes, stages).reshape(-1, spec.num_classes)
                           for t in _multiclass.sums_terms(y, p, s)], axis=-1)
 
     return on_platform((labels, y_pred, weights), by_layout(rows, native))
@@ -404,7 +419,8 @@ def _multiclass_sums_bwd(spec, axis_name, residuals, d_sums):
 
     @functools.cache
     def gradient(rows, recompute):
-        view = _multiclass_grouped if rows else _multiclass_native
+        view = (_multiclass_grouped if rows else
+                functools.partial(_multiclass_native, float_ids=recompute))
 
         def run(labels, y_pred, weights):
             inputs = _inputs_for_backward((labels, y_pred, weights), recompute)

@@ -18,7 +18,8 @@ by the device or strategy the step runs under), as ``_kernels.jax`` does with
   the multi-class sums on XLA:CPU as on TPU, in stages of ``_iou.CPU_SUM_CHAIN_LIMIT``.
 * TPU and GPU: the inputs in their own shape (a TPU array is tiled over its two minor
   axes, so a (G, n) view is a relayout copy), summed over their own axes in stages of at
-  most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``). On GPU
+  most ``_iou.SUM_CHAIN_LIMIT`` numbers planned for the platform (``staged_sum``,
+  ``_iou.stages_for``). On GPU
   (``RECOMPUTE_PLATFORMS``) the backward takes its inputs through an optimization
   barrier, so that XLA recomputes p̂ rather than keep the forward's in float32.
 """
@@ -155,15 +156,15 @@ def _gradient(y_true, y_pred, weights, coef, spec):
     return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
 
 
-def staged_sum(x, axes, limit=_iou.SUM_CHAIN_LIMIT):
-    """x summed over ``axes`` in the stages of ``_iou.reduction_stages`` (TPU, GPU; the
-    multi-class sums on CPU with ``limit=_iou.CPU_SUM_CHAIN_LIMIT``).
+def staged_sum(x, axes, platform="tpu"):
+    """x summed over ``axes`` in the stages of ``_iou.stages_for(platform, ...)`` (TPU,
+    GPU; the multi-class sums on CPU too).
 
-    No stage adds more than ``limit`` numbers into one output; the partial
+    No stage adds more than ``_iou.SUM_CHAIN_LIMIT`` numbers into one output; the partial
     sums pass through an optimization barrier (XLA folds a reduction of a reduction back
-    into one). Only outer axes are ever split, so the first stage reads x in its own
-    layout and the elementwise terms fuse into it. An axis whose length is unknown when
-    the step is traced (a Keras batch axis, say) is summed in a last stage of its own.
+    into one). A split is a free view, so the first stage reads x in its own layout and
+    the elementwise terms fuse into it. An axis whose length is unknown when the step is
+    traced (a Keras batch axis, say) is summed in a last stage of its own.
     """
     static = x.shape.as_list()
     known = [a for a in axes if static[a] is not None]
@@ -171,7 +172,7 @@ def staged_sum(x, axes, limit=_iou.SUM_CHAIN_LIMIT):
     dims = [d if d is not None else tf.shape(x, out_type=tf.int64)[a]
             for a, d in enumerate(static)]
     origin = list(range(len(static)))  # which input axis each current axis is, if whole
-    steps = _iou.reduction_stages([d or 1 for d in static], known, limit)
+    steps = _iou.stages_for(platform, [d or 1 for d in static], known)
     for index, step in enumerate(steps):
         if step[0] == "split":
             dims = list(_iou.stage_shape(dims, step))
@@ -197,14 +198,15 @@ def _native(y_true, y_pred, weights, spec):
     return y, tf.cast(y_pred, acc), _iou.element_weight(y, weight_map, spec)
 
 
-def _native_sums(y_true, y_pred, weights, spec):
+def _native_sums(y_true, y_pred, weights, spec, platform):
     y, x, m = _native(y_true, y_pred, weights, spec)
     terms = _iou.sums_terms(y, x, m, spec, TF_OPS)
     if spec.weighting == "seed":
         # Σ y tied to y_pred so that XLA:TPU gives it no pass of its own (``_kernels.jax``).
         terms[2] = _where(tf.equal(x, x), terms[2], 0.0)
     axes = _iou.group_axes(x.shape.rank, spec.per_image)
-    return tf.stack([tf.reshape(staged_sum(t, axes), [-1]) for t in terms], axis=1)
+    return tf.stack([tf.reshape(staged_sum(t, axes, platform), [-1]) for t in terms],
+                    axis=1)
 
 
 def _expand_groups(a, ndim):
@@ -240,7 +242,8 @@ def _kernels(platform, rows, native, row_platforms=ROW_PLATFORMS):
     """(sums, gradient) kernels for ``platform`` ("cpu", "gpu", "tpu"; None: graph ops).
 
     ``rows`` and ``native``: (sums, gradient) functions on (G, n) rows and on the inputs'
-    own shape (the native gradient takes ``recompute``); ``row_platforms`` take the rows.
+    own shape (the native sums take ``platform``, the native gradient ``recompute``);
+    ``row_platforms`` take the rows.
     The others fall back to the rows for a tensor of unknown rank (no axes to stage over).
     """
     if platform is None:
@@ -248,7 +251,7 @@ def _kernels(platform, rows, native, row_platforms=ROW_PLATFORMS):
     rows = tuple(_compiled(fn, True) for fn in rows)
     if platform in row_platforms:
         return rows
-    native_sums = _compiled(native[0], False)
+    native_sums = _compiled(functools.partial(native[0], platform=platform), False)
     native_gradient = _compiled(functools.partial(
         native[1], recompute=platform in RECOMPUTE_PLATFORMS), False)
 
@@ -309,19 +312,20 @@ def _multiclass_grouped(labels, y_pred, weights, spec):
             _multiclass.pixel_weight(labels, weight_map, spec, acc, TF_OPS))
 
 
-def _multiclass_native(labels, y_pred, weights, spec):
-    """(y, x, s) in the inputs' own shape: y and x (..., C), s (...) or None."""
+def _multiclass_native(labels, y_pred, weights, spec, float_ids=False):
+    """(y, x, s) in the inputs' own shape: y and x (..., C), s (...) or None; sparse ids
+    compared as float32 where ``float_ids`` (``_multiclass.id_dtype``)."""
     acc = accumulation_dtype(y_pred.dtype)
     weight_map = None if weights is None else tf.cast(weights, acc)
-    ids = _id_dtype(labels.dtype, spec)
+    ids = _id_dtype(labels.dtype, spec, float_ids)
     return (_multiclass.label_indicator(labels, spec, acc, TF_OPS, ids), tf.cast(y_pred, acc),
             _multiclass.pixel_weight(labels, weight_map, spec, acc, TF_OPS, ids))
 
 
-def _id_dtype(label_dtype, spec):
+def _id_dtype(label_dtype, spec, as_float=False):
     """``_multiclass.id_dtype`` of a TensorFlow dtype."""
     bounds = (label_dtype.min, label_dtype.max) if label_dtype.is_integer else None
-    return _multiclass.id_dtype(spec, label_dtype.name, bounds)
+    return _multiclass.id_dtype(spec, label_dtype.name, bounds, as_float)
 
 
 def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
@@ -332,17 +336,19 @@ def _multiclass_sums(labels, y_pred, weights, spec, row_sums):
     return row_sums(tf.stack(_multiclass.sums_terms(y, p, s), axis=-1))
 
 
-def _multiclass_native_sums(labels, y_pred, weights, spec, limit=_iou.SUM_CHAIN_LIMIT):
+def _multiclass_native_sums(labels, y_pred, weights, spec, platform):
     y, x, s = _multiclass_native(labels, y_pred, weights, spec)
     p = _multiclass.probabilities(x, spec, TF_OPS)
     axes = _iou.group_axes(x.shape.rank, spec.per_image, keep_last=True)
-    return tf.stack([tf.reshape(staged_sum(t, axes, limit), [-1, spec.num_classes])
+    return tf.stack([tf.reshape(staged_sum(t, axes, platform), [-1, spec.num_classes])
                      for t in _multiclass.sums_terms(y, p, s)], axis=-1)
 
 
 def _multiclass_gradient(labels, y_pred, weights, coef, spec, native=False, recompute=False):
     labels, y_pred, weights = _inputs_for_backward((labels, y_pred, weights), recompute)
-    view = _multiclass_native if native else _multiclass_grouped
+    # XLA:GPU (``recompute``) fuses the ids' comparison only in float32 (``_multiclass.id_dtype``).
+    view = (functools.partial(_multiclass_native, float_ids=recompute) if native else
+            _multiclass_grouped)
     y, x, s = view(labels, y_pred, weights, spec)
     grad = _multiclass.input_gradient(tf.cast(coef, x.dtype), y, x, s, spec, TF_OPS)
     return tf.reshape(tf.cast(grad, y_pred.dtype), tf.shape(y_pred, out_type=tf.int64))
@@ -350,17 +356,16 @@ def _multiclass_gradient(labels, y_pred, weights, coef, spec, native=False, reco
 
 def _make_multiclass(name, platform=None):
     """The multi-class (implementation, sums kernel, gradient kernel), as ``_make``; the
-    native layout on every platform, CPU included (``_iou.CPU_SUM_CHAIN_LIMIT``)."""
+    native layout on every platform, CPU included (``_iou.stages_for``)."""
     row_sums = blocked_row_sums if platform is not None else _plain_sum
 
     def rows_sums(labels, y_pred, weights, spec):
         return _multiclass_sums(labels, y_pred, weights, spec, row_sums)
 
-    limit = _iou.CPU_SUM_CHAIN_LIMIT if platform == "cpu" else _iou.SUM_CHAIN_LIMIT
     return _implementation(name, *_kernels(
         platform, (rows_sums, _multiclass_gradient),
-        (functools.partial(_multiclass_native_sums, limit=limit),
-         functools.partial(_multiclass_gradient, native=True)), row_platforms=()),
+        (_multiclass_native_sums, functools.partial(_multiclass_gradient, native=True)),
+        row_platforms=()),
         coefficients=multiclass_coefficients)
 
 
