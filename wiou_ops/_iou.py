@@ -247,7 +247,7 @@ def vjp_factor(coef, y, m):
     return factor if m is None else m * factor
 
 
-# The JAX backward's residual with hard labels (``_jax._label_codes``): one byte per
+# The JAX backward's residual with hard labels (``_kernels.jax._label_codes``): one byte per
 # element that holds all the gradient needs when there is no weight map or logits.
 CODE_CLIPPED, CODE_BACKGROUND, CODE_FOREGROUND, CODE_SOFT = 0, 1, 2, 3
 

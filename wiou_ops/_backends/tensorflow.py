@@ -269,8 +269,8 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True, impl=None)
     chosen = select(options["implementation"], y_true, y_pred)
     if trace and tf.executing_eagerly():
         # Eager dispatch costs tens of microseconds per op, and the loss's
-        # bookkeeping is ~40 small ops: more than the fused kernels
-        # themselves at 16x512x512. One graph call replaces them. The
+        # bookkeeping (checks, reduction, scaling) is dozens of small ops, which
+        # can cost more than the fused kernels. One graph call replaces them. The
         # implementation is chosen here, on the eager inputs, so that every
         # call (not only the first trace) is dispatched and recorded.
         graph = _graph_for(dict(options, implementation=chosen.name),

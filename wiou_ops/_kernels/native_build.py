@@ -39,10 +39,10 @@ COMMON_FLAGS = ("-std=c++17", "-fPIC", "-fno-strict-aliasing", "-ffp-contract=of
                 "-Wno-psabi")
 # (level, -march flags) for the loops. The names match wiou_math_api.h's Isa and the
 # dispatcher's __builtin_cpu_supports("x86-64-v3"/"x86-64-v4") checks.
-# -mtune=znver3 for the AVX2 loops: measured on a 2-core AMD EPYC (Zen 3), GCC 12's generic
-# tuning makes the forward 1.3x slower (8.4 vs 6.9 ms at 16x512x512x1, interleaved
-# processes; -mtune=skylake 7.8, haswell 8.9); not measured on an Intel AVX2 CPU. Tuning
-# changes instruction choice and order, never the instruction set or the results.
+# -mtune=znver3 for the AVX2 loops: on a 2-core AMD EPYC (Zen 3), in interleaved
+# processes, GCC 12's generic tuning made the forward 1.3x slower (skylake and haswell
+# tuning were slower too); not measured on an Intel AVX2 CPU. Tuning changes instruction
+# choice and order, never the instruction set or the results.
 X86_LEVELS = (("baseline", ("-march=x86-64", "-mtune=generic")),
               ("avx2", ("-march=x86-64-v3", "-mtune=znver3")),
               ("avx512", ("-march=x86-64-v4",)))
