@@ -36,6 +36,13 @@ class Case:
         return " ".join(parts) + f", {self.pred}/{self.true}"
 
     @property
+    def jax_api(self):
+        """Whether ``wiou_ops.jax`` takes the case: it refuses a sample weight with seed
+        weighting (Keras's reduction of the seed's map: the Keras loss's), so that case
+        is TensorFlow's program alone."""
+        return not (self.weighting == "seed" and self.weight_map and self.classes is None)
+
+    @property
     def slug(self):
         """The name as a file name."""
         return "".join(c if c.isalnum() else "-" for c in self.name)
@@ -61,7 +68,7 @@ def cases(which):
     binary += [Case(p, t, weighting=w, **{option: True}) for w in ("seed", "pixel", "class")
                for option in ("per_image", "from_logits")
                for p, t in (("float32", "float32"), ("bfloat16", "uint8"))]
-    binary += [Case("bfloat16", "uint8", weighting="pixel", weight_map=True)]
+    binary += [Case("bfloat16", "uint8", weighting=w, weight_map=True) for w in ("pixel", "seed")]
     multi = [Case(p, "uint8" if sparse else "float32", classes=c, sparse=sparse,
                   multi_label=multi_label, from_logits=True)
              for c in (6, 19) for multi_label, sparse in ((False, True), (False, False),
@@ -80,6 +87,7 @@ TEST_CASES = [
     Case("bfloat16", "float32", weighting="class", from_logits=True),
     Case("float32", "uint8", weighting="pixel", per_image=True),
     Case("bfloat16", "uint8", weighting="pixel", weight_map=True),
+    Case("bfloat16", "uint8", weighting="seed", weight_map=True),
     Case("bfloat16", "uint8", weighting="pixel", from_logits=True),
     Case("bfloat16", "uint8", classes=19, from_logits=True),
     Case("bfloat16", "float32", classes=6, sparse=False, from_logits=True),

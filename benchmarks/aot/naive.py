@@ -41,9 +41,11 @@ def binary(y_true, y_pred, *, weighting="seed", per_image=False, from_logits=Fal
     def iou_loss(inter, union):
         return -jnp.log((inter + epsilon) / (union + epsilon))
 
-    if weighting == "seed":
+    if weighting == "seed":  # a weight map is Keras's sample weight of the seed's map
         loss = iou_loss(total(y * p), total(y + p - y * p))
         pixel_loss = loss * (w_b * (1 - y) + w_f * y)
+        if weight_map is not None:
+            pixel_loss = pixel_loss * weight_map.astype(jnp.float32)
         count = lax.psum(y.size, axis_name)
         return lax.psum(pixel_loss.sum(), axis_name) / count
     m = 1.0 if weight_map is None else weight_map.astype(jnp.float32)

@@ -45,7 +45,8 @@ import naive  # noqa: E402
 import targets  # noqa: E402
 
 def loss_functions(case):
-    """{"naive": fn, "wiou_ops": fn} of shard arguments, the global-batch loss."""
+    """{"naive": fn, "wiou_ops": fn} of shard arguments, the global-batch loss (no
+    "wiou_ops" where ``wiou_ops.jax`` does not take the case: ``cases.Case.jax_api``)."""
     import wiou_ops.jax as wj
 
     if case.classes is None:
@@ -60,7 +61,7 @@ def loss_functions(case):
         def plain(y_true, y_pred, *weights):
             return naive.binary(y_true, y_pred, weight_map=weights[0] if weights else None,
                                 **options)
-        return {"naive": plain, "wiou_ops": wiou}
+        return {"naive": plain, **({"wiou_ops": wiou} if case.jax_api else {})}
     options = dict(sparse=case.sparse, multi_label=case.multi_label,
                    from_logits=case.from_logits, per_image=case.per_image)
 
@@ -199,6 +200,23 @@ def _mib(n):
     return "—" if n is None else f"{n / 2**20:.1f}"
 
 
+
+def _jax_cells(n, w):
+    """The table's cells of ``wiou_ops.jax``'s program ``w`` beside the naive one's ``n``,
+    from "wiou_ops MiB" to "f32 input copies"."""
+    xla = ("—" if not n["xla_bytes_accessed"] else
+           f"{w['xla_bytes_accessed'] / n['xla_bytes_accessed']:.3f}")
+    flops = "—" if n["flops"] is None else f"{n['flops'] / 1e9:.2f} / {w['flops'] / 1e9:.2f}"
+    return [_mib(w["bytes"]), f"{w['bytes'] / n['bytes']:.3f}",
+            f"{w['bytes'] / w['floor_bytes']:.2f}", xla,
+            f"{_mib(n['temp_bytes'])} / {_mib(w['temp_bytes'])}",
+            f"{_mib(w['argument_bytes'])} / {_mib(w['output_bytes'])}",
+            f"{n['fusions']} / {w['fusions']}", flops,
+            f"{n['longest_chain']} / {w['longest_chain']}",
+            f"{len(n['full_size_float32'])} / {len(w['full_size_float32'])}",
+            f"{len(n['float32_input_copies'])} / {len(w['float32_input_copies'])}"]
+
+
 def markdown(results):
     lines = ["# The loss as the TPU and GPU compilers build it (deviceless)", "",
              f"{results['date']}, JAX {results['jax']}, compiled on a {results['host']} host "
@@ -217,7 +235,8 @@ def markdown(results):
     for name, target in results["targets"].items():
         rows = target["rows"]
         tensorflow = all("tensorflow" in r for r in rows)
-        worst = {which: max(r[which]["bytes"] / r["naive"]["bytes"] for r in rows)
+        worst = {which: max(r[which]["bytes"] / r["naive"]["bytes"] for r in rows
+                            if which in r)
                  for which in ("wiou_ops", "tensorflow") if which == "wiou_ops" or tensorflow}
         lines += [f"## {name}: {target['description']} ({target['chips']} chips)", "",
                   "Largest bytes ratio to naive: " + ", ".join(
@@ -230,20 +249,14 @@ def markdown(results):
                   "|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|" +
                   ("---:|---:|---:|---:|---|" if tensorflow else "")]
         for r in rows:
-            n, w = r["naive"], r["wiou_ops"]
-            xla = ("—" if not n["xla_bytes_accessed"] else
-                   f"{w['xla_bytes_accessed'] / n['xla_bytes_accessed']:.3f}")
-            flops = ("—" if n["flops"] is None else
-                     f"{n['flops'] / 1e9:.2f} / {w['flops'] / 1e9:.2f}")
-            line = (
-                f"| {r['case']} | {_mib(n['bytes'])} | {_mib(w['bytes'])} | "
-                f"{w['bytes'] / n['bytes']:.3f} | {w['bytes'] / w['floor_bytes']:.2f} | "
-                f"{xla} | {_mib(n['temp_bytes'])} / {_mib(w['temp_bytes'])} | "
-                f"{_mib(w['argument_bytes'])} / {_mib(w['output_bytes'])} | "
-                f"{n['fusions']} / {w['fusions']} | {flops} | "
-                f"{n['longest_chain']} / {w['longest_chain']} | "
-                f"{len(n['full_size_float32'])} / {len(w['full_size_float32'])} | "
-                f"{len(n['float32_input_copies'])} / {len(w['float32_input_copies'])} |")
+            n = r["naive"]
+            line = f"| {r['case']} | {_mib(n['bytes'])} | " + " | ".join(
+                _jax_cells(n, r["wiou_ops"]) if "wiou_ops" in r else
+                # TensorFlow's program alone (cases.Case.jax_api)
+                ["—"] * 4 + [f"{_mib(n['temp_bytes'])} / —", "—", f"{n['fusions']} / —",
+                             "—", f"{n['longest_chain']} / —",
+                             f"{len(n['full_size_float32'])} / —",
+                             f"{len(n['float32_input_copies'])} / —"]) + " |"
             if tensorflow:
                 t = r["tensorflow"]
                 line += (f" {_mib(t['bytes'])} | {t['bytes'] / n['bytes']:.3f} | "

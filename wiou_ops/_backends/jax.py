@@ -39,7 +39,7 @@ def compute(y_true, y_pred, sample_weight, mask, options, trace=True):
     spec, weight_map, group_weight = reduction.sums_plan(y_true, sample_weight, mask, options)
     sums = jax_kernel.iou_sums(y_true, y_pred, weight_map, spec, None)
     return name, reduction.loss_from_sums(sums, y_true, y_pred, sample_weight, mask,
-                                          group_weight, options, row_sums=jax_kernel.row_sums)
+                                          group_weight, options, group_sums=jax_kernel.group_sums)
 
 
 def _check_values(y_true, y_pred, sample_weight, options):

@@ -205,7 +205,8 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None, 
                                    tf.size(y_pred, out_type=tf.int64))
     return reduction.loss_from_sums(
         sums, y_true, y_pred, sample_weight, mask, group_weight, options, count=count,
-        row_sums=xla.ROW_SUMS, replicas=tf.distribute.get_strategy().num_replicas_in_sync)
+        group_sums=xla.GROUP_SUMS[compiled_platform(y_pred)],
+        replicas=tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 def _all_reduced(replica, sums):

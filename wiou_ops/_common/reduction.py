@@ -11,11 +11,12 @@ few million elements:
 * counts are exact integers (a Python int for static shapes, int64 at run
   time), rounded once to the loss dtype where they divide. Keras multiplies
   the shape in int32, which wraps past 2^31 elements;
-* every sum over a full-size map goes through the backend's accurate row sums
-  (``row_sums``: blocked float32 sums under XLA), not a flat float32 sum, which
-  XLA:CPU adds nearly in sequence (relative error ~1e-5 at 1e5 elements).
+* every sum over a full-size map goes through the backend's accurate group sums
+  (``group_sums``: blocked float32 sums on XLA:CPU, staged ones on TPU and GPU, over the
+  map in its own shape), not a flat float32 sum, which XLA:CPU adds nearly in sequence
+  (relative error ~1e-5 at 1e5 elements).
 
-Backend-neutral: ``keras.ops`` only; the backend supplies ``row_sums`` and, under
+Backend-neutral: ``keras.ops`` only; the backend supplies ``group_sums`` and, under
 tf.distribute, the replica count.
 """
 
@@ -25,9 +26,10 @@ from wiou_ops import _iou, _multiclass
 from wiou_ops._common import options as _options
 
 
-def plain_row_sums(x):
-    """Row sums of a (G, n) array with the backend's own reduction (small arrays)."""
-    return ops.sum(x, axis=1)
+def plain_group_sums(x, groups):
+    """(groups,): x summed over every axis but the leading one (its ``groups`` entries;
+    over every axis for groups = 1), with the backend's own reduction (small arrays)."""
+    return ops.sum(ops.reshape(x, (groups, -1)), axis=1)
 
 
 def element_count(shape):
@@ -46,9 +48,9 @@ def as_float(count, dtype):
     return float(count) if isinstance(count, int) else ops.cast(count, dtype)
 
 
-def total(x, row_sums):
-    """Σ x over every element, with ``row_sums``."""
-    return row_sums(ops.reshape(x, (1, -1)))[0]
+def total(x, group_sums):
+    """Σ x over every element, with ``group_sums``."""
+    return group_sums(x, 1)[0]
 
 
 def squeeze_or_expand_to_same_rank(x1, x2):
@@ -68,14 +70,14 @@ def squeeze_or_expand_to_same_rank(x1, x2):
     return x1, x2
 
 
-def _mask_as_weight(sample_weight, mask, reduction, dtype, row_sums):
+def _mask_as_weight(sample_weight, mask, reduction, dtype, group_sums):
     """Keras's ``apply_mask``: the mask folded into the sample weight.
 
     For the mean reductions, valid entries weigh ``total / valid`` so that the
     mean runs over the valid ones.
     """
     if reduction in ("mean", "sum_over_batch_size"):
-        valid = total(ops.cast(mask, dtype), row_sums)  # may be 0
+        valid = total(ops.cast(mask, dtype), group_sums)  # may be 0
         weight = ops.divide_no_nan(as_float(element_count(ops.shape(mask)), dtype), valid)
         float_mask = ops.where(ops.cast(mask, "bool"), weight, ops.zeros((), dtype))
     else:
@@ -88,7 +90,7 @@ def _mask_as_weight(sample_weight, mask, reduction, dtype, row_sums):
 
 def reduce_weighted_values(values, sample_weight=None, mask=None,
                            reduction="sum_over_batch_size", dtype="float32", *,
-                           row_sums=plain_row_sums, group_factor=None, replicas=1):
+                           group_sums=plain_group_sums, group_factor=None, replicas=1):
     """Keras's ``reduce_weighted_values``, exact at any size.
 
     ``loss = Σ values·sample_weight / divisor``, divisor: 1 ("sum"), the element
@@ -105,7 +107,7 @@ def reduce_weighted_values(values, sample_weight=None, mask=None,
     if mask is not None:
         sample_weight = _mask_as_weight(
             None if sample_weight is None else ops.cast(sample_weight, dtype),
-            mask, reduction, dtype, row_sums)
+            mask, reduction, dtype, group_sums)
     if sample_weight is not None:
         sample_weight = ops.cast(sample_weight, dtype)
         values, sample_weight = squeeze_or_expand_to_same_rank(values, sample_weight)
@@ -122,12 +124,12 @@ def reduce_weighted_values(values, sample_weight=None, mask=None,
         if groups == 1:
             return group_factor[0] * values
         return ops.reshape(group_factor, (groups,) + (1,) * (len(values.shape) - 1)) * values
-    row_totals = row_sums(ops.reshape(values, (groups, -1)))
+    row_totals = group_sums(values, groups)
     loss = ops.sum(row_totals if group_factor is None else row_totals * group_factor)
     if reduction == "sum":
         return loss
     if reduction == "mean_with_sample_weight" and sample_weight is not None:
-        divisor = total(sample_weight, row_sums)
+        divisor = total(sample_weight, group_sums)
     else:
         divisor = as_float(element_count(ops.shape(values)), dtype)
     return scale_loss_for_distribution(ops.divide_no_nan(loss, divisor), replicas)
@@ -201,12 +203,12 @@ def split_weights(shape, dynamic_shape, sample_weight, mask, per_image):
 
 
 def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, count,
-                    row_sums, replicas):
+                    group_sums, replicas):
     """Seed weighting: Keras's reduction of the map ``L · (w_b·(1 - y) + w_f·y)``.
 
     With sample weights, a mask or ``reduction="none"`` the weight map is
     reduced as Keras reduces it (exact seed semantics for every broadcast, at
-    the cost of one pass over y_true; ``row_sums`` sums it accurately);
+    the cost of one pass over y_true; ``group_sums`` sums it accurately);
     otherwise the total weight per group is ``w_b·(n - Sy) + w_f·Sy`` from the
     fused pass's Sy, with n the exact element count.
     """
@@ -219,7 +221,7 @@ def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, 
         # Keras's reductions are linear in the map: Σ_g L_g · reduce(w of group g).
         return reduce_weighted_values(
             weight, sample_weight=sample_weight, mask=mask, reduction=reduction, dtype=dtype,
-            row_sums=row_sums, group_factor=losses, replicas=replicas)
+            group_sums=group_sums, group_factor=losses, replicas=replicas)
     groups = int(sums.shape[0])
     if count is None:
         count = element_count(ops.shape(y_pred))
@@ -235,7 +237,7 @@ def _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options, 
 
 
 def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, options, *,
-                   count=None, row_sums=plain_row_sums, replicas=1):
+                   count=None, group_sums=plain_group_sums, replicas=1):
     """The reduced loss (or unreduced for ``reduction="none"``) from the fused sums (G, K).
 
     Seed weighting: see ``_seed_reduction`` (the per-pixel map for "none").
@@ -243,8 +245,9 @@ def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, opti
     with ``per_image`` (a scalar otherwise), weighted by ``group_weight``.
     ``count``: the exact element count behind ``sums`` (a Python int or an
     integer tensor) when they were all-reduced across replicas
-    (``cross_replica``), else None for y_pred's own size. ``row_sums``: the
-    backend's accurate row sums of a (G, n) array, for full-size maps. ``replicas``:
+    (``cross_replica``), else None for y_pred's own size. ``group_sums``: the
+    backend's accurate sums per group of a map in its own shape (``plain_group_sums``
+    says what), for full-size maps. ``replicas``:
     the number of tf.distribute replicas in sync (1 elsewhere).
 
     Under tf.distribute Keras divides a reduced map by the number of replicas
@@ -257,7 +260,7 @@ def loss_from_sums(sums, y_true, y_pred, sample_weight, mask, group_weight, opti
     losses = _iou.group_losses(sums, spec, options["log"], ops.log)
     if options["weighting"] == "seed":
         return _seed_reduction(losses, sums, y_true, y_pred, sample_weight, mask, options,
-                               count, row_sums, replicas)
+                               count, group_sums, replicas)
     if options["per_image"]:
         return reduce_weighted_values(
             losses, sample_weight=group_weight, reduction=options["reduction"],

@@ -13,7 +13,7 @@ backend, so a program exported or compiled ahead of time for TPU from a CPU host
 the TPU code):
 
 * XLA:CPU (``cpu``): inputs viewed as (G, n) rows and summed in levels of 32
-  (``row_sums``; a row-major reshape is free there).
+  (``blocked_row_sums``; a row-major reshape is free there).
 * TPU and GPU (``default``): inputs kept in their own shape and layout (a TPU array is
   tiled over its two minor axes, so a (G, n) view is a relayout copy), summed over their
   own axes in stages of at most ``_iou.SUM_CHAIN_LIMIT`` numbers (``staged_sum``), each
@@ -99,11 +99,21 @@ def _accumulation_dtype(pred_dtype):
     return jnp.dtype(_iou.accumulation_dtype(jnp.dtype(pred_dtype).name))
 
 
-def row_sums(x):
-    """Row sums (over axis 1) of a (G, n) or (G, n, C) array, accurate in float32:
-    ``blocked_row_sums`` on XLA:CPU, ``staged_sum`` elsewhere."""
-    return on_platform((x,), by_layout(
-        blocked_row_sums, lambda v, stages: staged_sum(v, (1,), stages)))
+def group_sums(x, groups):
+    """(groups,): x summed over every axis but the leading one (over every axis for
+    groups = 1), accurate in float32: ``blocked_row_sums`` of its (groups, n) view on
+    XLA:CPU, ``staged_sum`` over its own axes elsewhere (on TPU that view would be a
+    relayout copy of a full-size map). For the full-size maps of Keras's reduction."""
+    axes = tuple(range(1 if groups > 1 else 0, x.ndim))
+
+    def rows(v):
+        return blocked_row_sums(v.reshape(groups, -1))
+
+    def native(v, stages):
+        del stages  # one plan for TPU and GPU (``_iou.stages_for("map")``)
+        return staged_sum(v, axes, "map").reshape(groups)
+
+    return on_platform((x,), by_layout(rows, native))
 
 
 def blocked_row_sums(x):
