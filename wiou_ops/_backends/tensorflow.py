@@ -82,13 +82,15 @@ def _check_native(y_true, y_pred, supports=native.supports):
         )
 
 
-def select(implementation, y_true, y_pred, implementations=None, supports=native.supports):
+def select(implementation, y_true, y_pred, implementations=None, supports=native.supports,
+           platform=None):
     """The implementation object for ``implementation`` ("auto" or a name) and these inputs.
 
     ``implementations`` and ``supports``: the multi-class loss's (default: the binary's).
+    ``platform``: ``compiled_platform(y_pred)`` where the caller has it already.
     """
     implementations = IMPLEMENTATIONS if implementations is None else implementations
-    platform = compiled_platform(y_pred)
+    platform = compiled_platform(y_pred) if platform is None else platform
     if implementation == "auto":
         use_native = (
             "native" in implementations
@@ -191,8 +193,9 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None, 
     """
     if options["check_inputs"]:
         y_pred = _checked(y_true, y_pred, sample_weight, options)
+    platform = compiled_platform(y_pred)  # once: the kernel and the reduction's sums
     if impl is None:
-        impl = select(options["implementation"], y_true, y_pred)
+        impl = select(options["implementation"], y_true, y_pred, platform=platform)
     spec, weight_map, group_weight = reduction.sums_plan(y_true, sample_weight, mask, options)
     sums = impl.sums(y_true, y_pred, weight_map, spec, for_gradient)
     count = None
@@ -205,7 +208,7 @@ def fused_loss(y_true, y_pred, sample_weight, mask, options, for_gradient=None, 
                                    tf.size(y_pred, out_type=tf.int64))
     return reduction.loss_from_sums(
         sums, y_true, y_pred, sample_weight, mask, group_weight, options, count=count,
-        group_sums=xla.GROUP_SUMS[compiled_platform(y_pred)],
+        group_sums=xla.GROUP_SUMS[platform],
         replicas=tf.distribute.get_strategy().num_replicas_in_sync)
 
 

@@ -369,32 +369,35 @@ def _make_multiclass(name, platform=None):
         coefficients=multiclass_coefficients)
 
 
-def _group_sums(platform):
-    """``group_sums(x, groups)`` for ``platform``, compiled (inlined into a caller's XLA
-    computation): x summed over every axis but the leading one (every axis for groups =
-    1), accurate in float32, for the full-size maps of Keras's reduction
-    (``_common.reduction.plain_group_sums`` says what). ``blocked_row_sums`` of the
-    (groups, n) view on CPU; on TPU and GPU ``staged_sum`` over x's own axes (on TPU the
-    view would be a relayout copy of the map) in the stages of ``_iou.stages_for("map")``."""
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def rows(x, groups):
-        return blocked_row_sums(tf.reshape(x, tf.stack([tf.constant(groups, tf.int64), -1])))
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _row_group_sums(x, groups):
+    return blocked_row_sums(tf.reshape(x, [groups, -1]))
 
-    @tf.function(jit_compile=True)
-    def native(x, groups):
-        axes = list(range(1 if groups > 1 else 0, x.shape.rank))
-        return tf.reshape(staged_sum(x, axes, "map"), [groups])
 
+@tf.function(jit_compile=True)
+def _native_group_sums(x, groups):
+    axes = list(range(1 if groups > 1 else 0, x.shape.rank))
+    return tf.reshape(staged_sum(x, axes, "map"), [groups])
+
+
+def _group_sums(rows):
+    """``group_sums(x, groups)``, compiled (inlined into a caller's XLA computation): x
+    summed over every axis but the leading one (every axis for groups = 1), accurate in
+    float32, for the full-size maps of Keras's reduction (``_common.reduction.
+    plain_group_sums`` says what). ``rows``: ``blocked_row_sums`` of the (groups, n) view
+    (CPU); else ``staged_sum`` over x's own axes in the stages of ``_iou.stages_for("map")``
+    (TPU and GPU: on TPU the view would be a relayout copy of the map)."""
     def sums(x, groups):
         x = tf.convert_to_tensor(x)
-        if platform in ROW_PLATFORMS or x.shape.rank is None:
-            return rows(x, groups)
-        return native(x, groups)
+        if rows or x.shape.rank is None:
+            return _row_group_sums(x, groups)
+        return _native_group_sums(x, groups)
     return sums
 
 
 # Keras's reduction's accurate sums (``_common.reduction``), per platform as ``XLA``.
-GROUP_SUMS = {platform: _group_sums(platform) for platform in ("cpu", "gpu", "tpu")}
+GROUP_SUMS = {platform: _group_sums(platform in ROW_PLATFORMS)
+              for platform in ("cpu", "gpu", "tpu")}
 
 # One ``xla`` implementation per platform it compiles for; the binary CPU kernels are
 # named so that tests can read their optimized HLO.
